@@ -1,0 +1,39 @@
+# The two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CL_HOME ?= $(CURDIR)/var
+export CL_HOME
+
+.PHONY: run test test-sqlite test-scaleout bench install browser clean
+
+$(BIN)/activate: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $(BIN)/activate
+
+install: $(BIN)/activate
+
+run: install
+	@bash scripts/run.sh
+
+# The whole suite on SQLite (browser tests included), then the scale-out tests on
+# PostgreSQL + Redis, which run on 127.0.0.1 on every project machine.
+test: install
+	$(BIN)/python -m pytest -q -m "not scaleout"
+	$(MAKE) --no-print-directory test-scaleout
+
+test-scaleout: install
+	DATABASE_URL=$${SCALEOUT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
+	REDIS_URL=$${SCALEOUT_REDIS_URL:-redis://127.0.0.1:6379/0} \
+	$(BIN)/python -m pytest -q -m scaleout -p no:cacheprovider
+
+bench: install
+	$(BIN)/python bench/ingest.py
+
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+clean:
+	rm -rf $(VENV) var

@@ -1,0 +1,180 @@
+"""Settings, read from the environment (see README "Configuration").
+
+Every variable has a safe default for a single machine (SQLite + django-q2's ORM broker
+under CL_HOME); a bad value stops start-up with a message naming the variable.
+"""
+import os
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def envbool(name: str, default: str) -> bool:
+    value = os.getenv(name, default).strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def envint(name: str, default: str) -> int:
+    value = os.getenv(name, default)
+    try:
+        return int(value)
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
+
+
+CL_HOME = Path(os.getenv("CL_HOME", str(BASE_DIR / "var"))).resolve()
+# The SQLite file and upload temp files live here, so the folder must exist before Django starts.
+(CL_HOME / "tmp").mkdir(parents=True, exist_ok=True)
+
+DEBUG = envbool("DJANGO_DEBUG", "false")
+SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is not set. `make run` makes one under CL_HOME; "
+            "in production set it in the environment (or DJANGO_DEBUG=true for development)."
+        )
+    SECRET_KEY = "development-only-key-never-used-when-debug-is-off"
+
+ALLOWED_HOSTS = [h.strip() for h in os.getenv("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
+CSRF_TRUSTED_ORIGINS = [h.strip() for h in os.getenv("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if h.strip()]
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_q",
+    "audit",
+    "ingestion",
+    "modelhub",
+    "dashboards",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "clsite.urls"
+WSGI_APPLICATION = "clsite.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "dashboards.context_processors.roles",
+            ],
+        },
+    },
+]
+
+_default_db = f"sqlite:///{CL_HOME / 'db.sqlite3'}"
+try:
+    DATABASES = {"default": dj_database_url.parse(os.getenv("DATABASE_URL", _default_db), conn_max_age=60)}
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets the web process read while the worker writes; IMMEDIATE takes the write lock at
+    # BEGIN so two writers queue on the busy timeout instead of failing mid-transaction.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 30,
+    }
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "overview"
+LOGOUT_REDIRECT_URL = "login"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = os.getenv("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = CL_HOME / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+# Serve straight from the finders, so the site works offline with no collectstatic step.
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# Uploads over 2.5 MB go to a temporary file in chunks, never whole into memory;
+# ingestion.uploads enforces CL_UPLOAD_MAX_BYTES while they stream.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+FILE_UPLOAD_TEMP_DIR = str(CL_HOME / "tmp")
+FILE_UPLOAD_HANDLERS = ["ingestion.uploads.LimitedTemporaryFileUploadHandler"]
+CL_UPLOAD_MAX_BYTES = envint("CL_UPLOAD_MAX_BYTES", str(1024**3))
+# Share of rows held out for evaluation, chosen by a hash of each row's id (or content).
+CL_HOLDOUT_PERCENT = envint("CL_HOLDOUT_PERCENT", "20")
+# A run whose heartbeat is older than this is taken to have died with its worker.
+CL_STALE_RUN_MINUTES = envint("CL_STALE_RUN_MINUTES", "30")
+# Folds for choosing between candidate estimators by cross-validation.
+CL_CV_FOLDS = envint("CL_CV_FOLDS", "3")
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Model artifacts; point this at a shared or object store when web and workers
+    # run on several machines.
+    "models": {
+        "BACKEND": "django.core.files.storage.FileSystemStorage",
+        "OPTIONS": {"location": str(CL_HOME / "models" / "versions"), "base_url": None},
+    },
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+Q_CLUSTER = {
+    "name": "clsite",
+    "workers": envint("Q_WORKERS", "1"),
+    "timeout": envint("Q_TIMEOUT", "3600"),
+    "retry": envint("Q_TIMEOUT", "3600") + 600,
+    "max_attempts": 1,
+    "catch_up": False,
+    "save_limit": 500,
+    "label": "Task queue",
+}
+REDIS_URL = os.getenv("REDIS_URL", "")
+if REDIS_URL:
+    Q_CLUSTER["redis"] = REDIS_URL
+else:
+    Q_CLUSTER["orm"] = "default"
+    Q_CLUSTER["poll"] = 1
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "loggers": {
+        "clsite": {"handlers": ["console"], "level": os.getenv("CL_LOG_LEVEL", "WARNING")},
+        "django_q": {"handlers": ["console"], "level": "WARNING"},
+    },
+}

@@ -1,0 +1,206 @@
+"""Writes and reads of the data side: the schema, uploads, the batch life cycle, data stats."""
+import re
+from pathlib import Path
+from typing import BinaryIO
+
+from django.db import IntegrityError, transaction
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from audit.services import record
+from clsite import home
+
+from . import stats as batch_stats
+from .models import DatasetSchema, DataBatch, MasterPartition
+from .schema import LearnedSchema
+from .uploads import UploadTooLarge, human_bytes, store_stream
+from .validation import Report, validate_and_convert
+
+
+class IngestionError(Exception):
+    """Refused before a batch was recorded; the message is for the person who uploaded."""
+
+
+class DuplicateUpload(IngestionError):
+    def __init__(self, first: DataBatch):
+        when = timezone.localtime(first.uploaded_at).strftime("%Y-%m-%d %H:%M")
+        super().__init__(
+            f"this file was already uploaded as batch {first.pk} ({first.original_name!r}, {when}, "
+            f"now {first.get_status_display().lower()}); the same bytes are not taken twice"
+        )
+        self.first = first
+
+
+class BatchStateError(Exception):
+    """The batch is not in a state that allows this change."""
+
+
+def create_schema(learned: LearnedSchema) -> DatasetSchema:
+    current = DatasetSchema.current()
+    return DatasetSchema.objects.create(
+        major=(current.major + 1) if current else 1,
+        target=learned.target,
+        positive_label=learned.positive_label,
+        negative_label=learned.negative_label,
+        id_column=learned.id_column,
+        features=learned.features,
+    )
+
+
+def safe_name(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(name).name).strip("._") or "upload"
+    return stem[:120]
+
+
+def ingest_file(*, source: BinaryIO, original_name: str, user=None, origin: str = DataBatch.Source.WEB) -> DataBatch:
+    """Store the file byte for byte, check it, then stage it or put it in quarantine with its report.
+
+    Returns the batch (staged or rejected); raises IngestionError when nothing was recorded
+    (no schema yet, or the same bytes were uploaded before).
+    """
+    schema = DatasetSchema.current()
+    if schema is None:
+        raise IngestionError("the system is not initialised yet: run `manage.py init_cl_system` first")
+    home.ensure_layout()
+    try:
+        tmp, sha, size = store_stream(source)
+    except UploadTooLarge as exc:
+        return _record_too_large(original_name, exc, schema=schema, user=user, origin=origin)
+    try:
+        _refuse_duplicate(sha)
+        parquet_tmp = tmp.with_suffix(".parquet")
+        report, column_stats = validate_and_convert(tmp, schema, parquet_tmp)
+        stem = f"{sha[:12]}__{safe_name(original_name)}"
+        if report.ok:
+            raw_path, parquet_path = f"data/new/{stem}", f"data/new/{sha[:12]}.parquet"
+            parquet_tmp.replace(home.path(parquet_path))
+        else:
+            raw_path, parquet_path = f"data/quarantine/{stem}", ""
+            parquet_tmp.unlink(missing_ok=True)
+            home.atomic_write_json(home.path(raw_path + ".report.json"), report.as_dict())
+        tmp.replace(home.path(raw_path))
+        return _record_batch(
+            original_name=original_name, sha=sha, size=size, report=report, column_stats=column_stats,
+            raw_path=raw_path, parquet_path=parquet_path, schema=schema, user=user, origin=origin,
+        )
+    finally:
+        tmp.unlink(missing_ok=True)
+        tmp.with_suffix(".parquet").unlink(missing_ok=True)
+
+
+def ingest_path(path: Path, *, user=None, origin: str = DataBatch.Source.CLI) -> DataBatch:
+    with open(path, "rb") as fh:
+        return ingest_file(source=fh, original_name=Path(path).name, user=user, origin=origin)
+
+
+def _refuse_duplicate(sha: str) -> None:
+    first = DataBatch.objects.exclude(status=DataBatch.Status.DISCARDED).filter(sha256=sha).order_by("pk").first()
+    if first:
+        raise DuplicateUpload(first)
+
+
+def _record_batch(*, original_name, sha, size, report: Report, column_stats, raw_path, parquet_path, schema, user, origin) -> DataBatch:
+    status = DataBatch.Status.STAGED if report.ok else DataBatch.Status.REJECTED
+    try:
+        with transaction.atomic():
+            batch = DataBatch.objects.create(
+                original_name=original_name[:255], sha256=sha, size_bytes=size, rows=report.rows if report.ok else 0,
+                status=status, source=origin, uploaded_by=user if getattr(user, "pk", None) else None,
+                schema=schema, raw_path=raw_path, parquet_path=parquet_path, report=report.as_dict(), stats=column_stats,
+            )
+            record(actor=user, action=f"data.{status}", target=str(batch), details={"sha256": sha, "summary": report.summary()})
+    except IntegrityError:
+        # Another upload of the same bytes won the race; it keeps the files.
+        first = DataBatch.objects.exclude(status=DataBatch.Status.DISCARDED).filter(sha256=sha).first()
+        if first is None:
+            raise
+        if first.raw_path != raw_path:
+            home.path(raw_path).unlink(missing_ok=True)
+        raise DuplicateUpload(first) from None
+    return batch
+
+
+def _record_too_large(original_name, exc: UploadTooLarge, *, schema, user, origin) -> DataBatch:
+    report = Report()
+    report.error("too_large", f"the file is over the upload limit of {human_bytes(exc.limit)}; split it into smaller files")
+    with transaction.atomic():
+        batch = DataBatch.objects.create(
+            original_name=original_name[:255], sha256="", size_bytes=exc.size, status=DataBatch.Status.REJECTED,
+            source=origin, uploaded_by=user if getattr(user, "pk", None) else None, schema=schema, report=report.as_dict(),
+        )
+        record(actor=user, action="data.rejected", target=str(batch), details={"summary": report.summary()})
+    return batch
+
+
+def staged_batches() -> list[DataBatch]:
+    return list(DataBatch.objects.filter(status=DataBatch.Status.STAGED).order_by("pk"))
+
+
+def hold_batches(batches: list[DataBatch], *, run) -> None:
+    """Set aside the new batches of a rejected run, so later uploads can still be deployed."""
+    DataBatch.objects.filter(pk__in=[b.pk for b in batches], status=DataBatch.Status.STAGED).update(
+        status=DataBatch.Status.HELD, run=run
+    )
+
+
+def release_batch(*, batch: DataBatch, user, reason: str = "") -> DataBatch:
+    """Put a held batch back in the queue for the next retraining."""
+    with transaction.atomic():
+        batch = DataBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status != DataBatch.Status.HELD:
+            raise BatchStateError(f"batch {batch.pk} is {batch.get_status_display().lower()}, only held batches can be released")
+        batch.status = DataBatch.Status.STAGED
+        batch.note = reason
+        batch.save(update_fields=["status", "note"])
+        record(actor=user, action="data.released", target=str(batch), details={"reason": reason})
+    return batch
+
+
+def discard_batch(*, batch: DataBatch, user, reason: str = "") -> DataBatch:
+    """Drop a held or rejected batch; its raw file stays in quarantine for the record."""
+    with transaction.atomic():
+        batch = DataBatch.objects.select_for_update().get(pk=batch.pk)
+        if batch.status not in (DataBatch.Status.HELD, DataBatch.Status.REJECTED):
+            raise BatchStateError(f"batch {batch.pk} is {batch.get_status_display().lower()}; only held or rejected batches can be discarded")
+        old_parquet = batch.parquet_path
+        if batch.raw_path.startswith("data/new/"):
+            quarantined = "data/quarantine/" + Path(batch.raw_path).name
+            home.path(batch.raw_path).replace(home.path(quarantined))
+            batch.raw_path = quarantined
+        batch.status = DataBatch.Status.DISCARDED
+        batch.parquet_path = ""
+        batch.note = reason
+        batch.save(update_fields=["status", "raw_path", "parquet_path", "note"])
+        record(actor=user, action="data.discarded", target=str(batch), details={"reason": reason})
+        if old_parquet:
+            transaction.on_commit(lambda: home.path(old_parquet).unlink(missing_ok=True))
+    return batch
+
+
+def get_data_stats() -> dict:
+    """Counts and column summaries from what is stored with each batch; reads no data file."""
+    counts = {status: 0 for status in DataBatch.Status.values}
+    rows = {status: 0 for status in DataBatch.Status.values}
+    for row in DataBatch.objects.values("status").annotate(n=Count("id"), r=Sum("rows")):
+        counts[row["status"]], rows[row["status"]] = row["n"], row["r"] or 0
+    merged = list(DataBatch.objects.filter(partition__isnull=False).values_list("stats", flat=True))
+    combined = batch_stats.combine(merged)
+    total = sum(combined["labels"].values())
+    schema = DatasetSchema.current()
+    return {
+        "initialised": schema is not None,
+        "master_rows": MasterPartition.objects.aggregate(n=Sum("rows"))["n"] or 0,
+        "master_partitions": MasterPartition.objects.count(),
+        "staged_files": counts["staged"],
+        "staged_rows": rows["staged"],
+        "archived_files": counts["merged"],
+        "rejected_files": counts["rejected"],
+        "held_files": counts["held"],
+        "held_rows": rows["held"],
+        "discarded_files": counts["discarded"],
+        "class_balance": {
+            label: {"rows": n, "share": n / total if total else 0.0} for label, n in sorted(combined["labels"].items())
+        },
+        "positive_label": schema.positive_label if schema else None,
+        "columns": batch_stats.describe(combined),
+    }

@@ -1,0 +1,99 @@
+"""Per-column summaries kept with each batch, so data pages never re-read the data.
+
+A summary is made of sums (count, sum of squares, value counts), so the summaries of several
+batches add up to the summary of their union.
+"""
+import math
+from collections import Counter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TOP_CATEGORIES = 50
+
+
+class StatsAccumulator:
+    def __init__(self, schema):
+        self.schema = schema
+        self.rows = 0
+        self.numeric = {name: {"count": 0, "missing": 0, "sum": 0.0, "sumsq": 0.0, "min": None, "max": None} for name in schema.numeric_features}
+        self.categorical = {name: Counter() for name in schema.categorical_features}
+        self.missing = Counter()
+        self.labels = Counter()
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        self.rows += batch.num_rows
+        for name, acc in self.numeric.items():
+            values = batch.column(name)
+            present = pc.drop_null(values)
+            acc["missing"] += values.null_count
+            if len(present):
+                acc["count"] += len(present)
+                acc["sum"] += pc.sum(present).as_py()
+                acc["sumsq"] += pc.sum(pc.multiply(present, present)).as_py()
+                low, high = pc.min_max(present).values()
+                acc["min"] = _pick(min, acc["min"], low.as_py())
+                acc["max"] = _pick(max, acc["max"], high.as_py())
+        for name, counter in self.categorical.items():
+            values = batch.column(name)
+            self.missing[name] += values.null_count
+            for row in pc.value_counts(pc.drop_null(values)).to_pylist():
+                counter[row["values"]] += row["counts"]
+        for row in pc.value_counts(batch.column(self.schema.target)).to_pylist():
+            self.labels[row["values"]] += row["counts"]
+
+    def as_dict(self) -> dict:
+        return {
+            "rows": self.rows,
+            "labels": dict(self.labels),
+            "numeric": self.numeric,
+            "categorical": {
+                name: {"missing": self.missing[name], "counts": dict(counter.most_common(TOP_CATEGORIES)), "distinct": len(counter)}
+                for name, counter in self.categorical.items()
+            },
+        }
+
+
+def _pick(fn, a, b):
+    return b if a is None else fn(a, b)
+
+
+def combine(summaries: list[dict]) -> dict:
+    """The summary of the union of several batches."""
+    total = {"rows": 0, "labels": Counter(), "numeric": {}, "categorical": {}}
+    for summary in summaries:
+        total["rows"] += summary.get("rows", 0)
+        total["labels"].update(summary.get("labels", {}))
+        for name, acc in summary.get("numeric", {}).items():
+            into = total["numeric"].setdefault(name, {"count": 0, "missing": 0, "sum": 0.0, "sumsq": 0.0, "min": None, "max": None})
+            for key in ("count", "missing", "sum", "sumsq"):
+                into[key] += acc[key]
+            if acc["min"] is not None:
+                into["min"] = _pick(min, into["min"], acc["min"])
+                into["max"] = _pick(max, into["max"], acc["max"])
+        for name, acc in summary.get("categorical", {}).items():
+            into = total["categorical"].setdefault(name, {"missing": 0, "counts": Counter()})
+            into["missing"] += acc["missing"]
+            into["counts"].update(acc["counts"])
+    total["labels"] = dict(total["labels"])
+    return total
+
+
+def describe(combined: dict) -> dict:
+    """Readable per-column figures (mean, std, top values) from a combined summary."""
+    columns = {}
+    for name, acc in combined["numeric"].items():
+        n = acc["count"]
+        mean = acc["sum"] / n if n else None
+        var = max(acc["sumsq"] / n - mean * mean, 0.0) if n else None
+        columns[name] = {
+            "kind": "numeric", "count": n, "missing": acc["missing"], "mean": mean,
+            "std": math.sqrt(var) if var is not None else None, "min": acc["min"], "max": acc["max"],
+        }
+    for name, acc in combined["categorical"].items():
+        counts = Counter(acc["counts"])
+        columns[name] = {
+            "kind": "categorical", "count": sum(counts.values()), "missing": acc["missing"],
+            "top": dict(counts.most_common(10)), "distinct_seen": len(counts),
+        }
+    return columns

@@ -1,0 +1,62 @@
+"""Receiving files: streamed to disk in chunks, hashed on the way, cut off past the size limit."""
+import hashlib
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+from django.conf import settings
+from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
+
+from clsite import home
+
+CHUNK = 1 << 20
+
+
+class UploadTooLarge(Exception):
+    def __init__(self, size: int, limit: int):
+        super().__init__(f"the file is larger than the upload limit of {human_bytes(limit)}")
+        self.size, self.limit = size, limit
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
+        n /= 1024
+    return f"{n} GB"
+
+
+class LimitedTemporaryFileUploadHandler(TemporaryFileUploadHandler):
+    """Django's temporary-file handler, stopping the upload once it passes CL_UPLOAD_MAX_BYTES."""
+
+    def new_file(self, *args, **kwargs):
+        home.path("tmp").mkdir(parents=True, exist_ok=True)
+        self.received = 0
+        super().new_file(*args, **kwargs)
+
+    def receive_data_chunk(self, raw_data, start):
+        self.received += len(raw_data)
+        if self.received > settings.CL_UPLOAD_MAX_BYTES:
+            self.request.upload_too_large = True
+            raise StopUpload(connection_reset=False)
+        return super().receive_data_chunk(raw_data, start)
+
+
+def store_stream(source: BinaryIO) -> tuple[Path, str, int]:
+    """Copy `source` under CL_HOME/tmp in chunks; returns the copy, its sha256 and its size."""
+    limit = settings.CL_UPLOAD_MAX_BYTES
+    target = home.path("tmp", f"upload-{uuid.uuid4().hex}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest, size = hashlib.sha256(), 0
+    try:
+        with open(target, "wb") as out:
+            while chunk := source.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise UploadTooLarge(size, limit)
+                digest.update(chunk)
+                out.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return target, digest.hexdigest(), size

@@ -1,0 +1,53 @@
+"""Model files: written through the "models" storage with their sha256, verified before loading.
+
+joblib files can run code when loaded, so the app loads only files it wrote itself and whose
+bytes still match the sha256 the database holds.
+"""
+import hashlib
+import io
+
+import joblib
+from django.core.files.base import ContentFile
+from django.core.files.storage import storages
+
+
+class ArtifactError(Exception):
+    """The model file is missing, altered or unreadable; the message says which."""
+
+
+def storage():
+    return storages["models"]
+
+
+def save(model, name: str) -> str:
+    """Write the fitted model as `name` (replacing any file of that name); returns its sha256."""
+    buffer = io.BytesIO()
+    joblib.dump(model, buffer, compress=3)
+    data = buffer.getvalue()
+    store = storage()
+    if store.exists(name):
+        store.delete(name)
+    saved = store.save(name, ContentFile(data))
+    if saved != name:
+        raise ArtifactError(f"the models storage saved {name!r} as {saved!r}")
+    return hashlib.sha256(data).hexdigest()
+
+
+def read_verified(name: str, sha256: str) -> bytes:
+    store = storage()
+    if not store.exists(name):
+        raise ArtifactError(f"the model file {name} is missing from the models storage")
+    with store.open(name, "rb") as fh:
+        data = fh.read()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha256:
+        raise ArtifactError(f"the model file {name} has been altered (sha256 {actual[:12]}…, expected {sha256[:12]}…); refusing to load it")
+    return data
+
+
+def load(name: str, sha256: str):
+    data = read_verified(name, sha256)
+    try:
+        return joblib.load(io.BytesIO(data))
+    except Exception as exc:  # a verified file that does not unpickle: wrong library versions
+        raise ArtifactError(f"the model file {name} could not be loaded: {exc}") from exc

@@ -1,0 +1,173 @@
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class ValidationPolicy(models.Model):
+    """The gates a candidate must pass; one row (pk=1), edited in the admin, every change audited."""
+
+    min_accuracy = models.FloatField(default=0.70, help_text="The candidate's holdout accuracy must be at least this.")
+    max_accuracy_drop = models.FloatField(default=0.05, help_text="Live accuracy minus candidate accuracy, on the same holdout, at most this.")
+    max_drift = models.FloatField(default=0.15, help_text="Share of features that drifted, at most this.")
+    psi_threshold = models.FloatField(default=0.2, help_text="A feature drifts when its PSI passes this (large samples).")
+    drift_p_value = models.FloatField(default=0.05, help_text="A feature drifts when its test's FDR-adjusted p-value is below this (small samples).")
+    min_auc = models.FloatField(null=True, blank=True, help_text="Optional: the candidate's ROC AUC must be at least this.")
+    require_beats_baseline = models.BooleanField(default=False, help_text="Optional: the candidate must be more accurate than always predicting the majority class.")
+    max_label_collapse = models.FloatField(
+        default=0.20,
+        help_text="If the live model's accuracy on the new batches is this much below its holdout accuracy, "
+        "the labels are suspect and the run waits for a person.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+    updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        verbose_name_plural = "validation policy"
+
+    def __str__(self) -> str:
+        return "Validation policy"
+
+    @classmethod
+    def get(cls) -> "ValidationPolicy":
+        policy, _ = cls.objects.get_or_create(pk=1)
+        return policy
+
+
+class TrainingRun(models.Model):
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DEPLOYED = "deployed", "Deployed"
+        REJECTED = "rejected", "Rejected"
+        SKIPPED = "skipped", "Skipped (no new data)"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        INIT = "init", "Initial set-up"
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Manual (web)"
+        CLI = "cli", "Command line"
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    force = models.BooleanField(default=False, help_text="Retrain even without new data.")
+    override_reason = models.TextField(blank=True, help_text="Set when an ML engineer forces the deployment past failed gates.")
+    live_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    candidate = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    stages = models.JSONField(default=list, blank=True)
+    reasons = models.JSONField(default=list, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("retrain_model", "Can start a retraining")]
+        constraints = [
+            # Two workers (or the schedule and a button) must never train at once: the second
+            # insert or status change to running fails here, whatever the process.
+            models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_retraining"),
+        ]
+
+    def __str__(self) -> str:
+        return f"run {self.pk}"
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None
+
+
+class ModelVersion(models.Model):
+    class Status(models.TextChoices):
+        CANDIDATE = "candidate", "Candidate"
+        REJECTED = "rejected", "Rejected"
+        ACTIVE = "active", "Active"
+        RETIRED = "retired", "Retired"
+
+    major = models.PositiveIntegerField()
+    minor = models.PositiveIntegerField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.CANDIDATE, db_index=True)
+    schema = models.ForeignKey("ingestion.DatasetSchema", on_delete=models.PROTECT)
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="versions")
+    artifact = models.CharField(max_length=300, help_text="Name in the models storage.")
+    sha256 = models.CharField(max_length=64)
+    trained_at = models.DateTimeField()
+    deployed_at = models.DateTimeField(null=True, blank=True)
+    imported = models.BooleanField(default=False)
+    estimator = models.CharField(max_length=200, blank=True)
+    training_rows = models.PositiveIntegerField(default=0)
+    holdout_rows = models.PositiveIntegerField(default=0)
+    training_seconds = models.FloatField(default=0)
+    trained_on = models.JSONField(default=list, blank=True, help_text="Ids of the batches in its training data.")
+    metrics = models.JSONField(default=dict, blank=True)
+    validation = models.JSONField(default=dict, blank=True)
+    drift = models.JSONField(default=dict, blank=True)
+    candidates = models.JSONField(default=list, blank=True, help_text="Every estimator tried, with its cross-validated score.")
+    environment = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-major", "-minor"]
+        permissions = [
+            ("deploy_modelversion", "Can deploy or roll back model versions"),
+            ("batch_predict", "Can run batch predictions on a CSV"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["major", "minor"], name="unique_version_number"),
+            # Two concurrent deploys cannot both leave their version active.
+            models.UniqueConstraint(fields=["status"], condition=Q(status="active"), name="one_active_version"),
+        ]
+
+    def __str__(self) -> str:
+        return f"v{self.version}"
+
+    @property
+    def version(self) -> str:
+        return f"{self.major}.{self.minor}"
+
+    @property
+    def file_stem(self) -> str:
+        return f"model_v{self.major}_{self.minor}"
+
+    @classmethod
+    def parse(cls, version: str) -> tuple[int, int]:
+        text = version.strip().lstrip("vV")
+        try:
+            major, minor = (int(part) for part in text.split("."))
+        except ValueError:
+            raise ValueError(f"{version!r} is not a version number like 1.2") from None
+        return major, minor
+
+    @classmethod
+    def active(cls) -> "ModelVersion | None":
+        return cls.objects.filter(status=cls.Status.ACTIVE).select_related("schema").first()
+
+
+class Deployment(models.Model):
+    """The ledger: every change of the active version, with who, when and why."""
+
+    class Kind(models.TextChoices):
+        INITIAL = "initial", "Initial"
+        DEPLOY = "deploy", "Deploy after validation"
+        FORCED = "forced", "Forced deploy"
+        ROLLBACK = "rollback", "Rollback"
+
+    created_at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    from_version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    to_version = models.ForeignKey(ModelVersion, on_delete=models.PROTECT, related_name="deployments")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    reason = models.TextField(blank=True)
+    run = models.ForeignKey(TrainingRun, null=True, blank=True, on_delete=models.SET_NULL)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        source = f"v{self.from_version.version}" if self.from_version_id else "nothing"
+        return f"{self.get_kind_display()}: {source} → v{self.to_version.version}"

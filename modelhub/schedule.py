@@ -1,0 +1,63 @@
+"""The retraining schedule: one django-q2 Schedule, owned by this module."""
+import re
+from datetime import datetime
+
+from croniter import croniter
+from django.utils import timezone
+from django_q.models import Schedule
+
+NAME = "retraining"
+TASK = "modelhub.tasks.scheduled_retraining"
+DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 0}
+DEFAULT_CRON = "0 2 * * *"
+
+
+class ScheduleError(ValueError):
+    pass
+
+
+def _time(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", text.strip())
+    if not match:
+        raise ScheduleError(f"{text!r} is not a time like 02:00 (24-hour HH:MM)")
+    return int(match[1]), int(match[2])
+
+
+def daily_cron(at: str) -> str:
+    hour, minute = _time(at)
+    return f"{minute} {hour} * * *"
+
+
+def weekly_cron(day: str, at: str) -> str:
+    key = day.strip().lower()[:3]
+    if key not in DAYS:
+        raise ScheduleError(f"{day!r} is not a day of the week (mon, tue, ... sun)")
+    hour, minute = _time(at)
+    return f"{minute} {hour} * * {DAYS[key]}"
+
+
+def set_cron(expression: str) -> Schedule:
+    expression = " ".join(expression.split())
+    if not croniter.is_valid(expression) or len(expression.split()) != 5:
+        raise ScheduleError(f"{expression!r} is not a five-field cron expression (minute hour day month weekday)")
+    next_run = croniter(expression, timezone.localtime()).get_next(datetime)
+    schedule, _ = Schedule.objects.update_or_create(
+        name=NAME, defaults={"func": TASK, "schedule_type": Schedule.CRON, "cron": expression, "repeats": -1, "next_run": next_run},
+    )
+    return schedule
+
+
+def turn_off() -> bool:
+    deleted, _ = Schedule.objects.filter(name=NAME).delete()
+    return bool(deleted)
+
+
+def current() -> Schedule | None:
+    return Schedule.objects.filter(name=NAME).first()
+
+
+def describe() -> str:
+    schedule = current()
+    if schedule is None:
+        return "retraining schedule: off (retrain only on demand)"
+    return f"retraining schedule: cron {schedule.cron!r}, next run {timezone.localtime(schedule.next_run):%Y-%m-%d %H:%M %Z}"

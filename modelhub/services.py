@@ -1,0 +1,188 @@
+"""Writes of the model hub: versions, deployments, rollbacks and the validation policy.
+
+Every door (CLI, admin action, admin button, model page, retraining) calls these functions,
+so each rule lives here once.
+"""
+import logging
+from datetime import datetime
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from audit.services import record
+from ingestion import master
+from ingestion.models import DatasetSchema
+
+from . import artifacts, mirrors, training
+from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
+
+log = logging.getLogger("clsite.modelhub")
+POLICY_FIELDS = ("min_accuracy", "max_accuracy_drop", "max_drift", "psi_threshold", "drift_p_value", "min_auc",
+                 "require_beats_baseline", "max_label_collapse")
+
+
+class DeploymentError(Exception):
+    """The switch was refused; nothing changed. The message says why."""
+
+
+def next_version_number(schema: DatasetSchema) -> tuple[int, int]:
+    latest = ModelVersion.objects.filter(major=schema.major).aggregate(m=Max("minor"))["m"]
+    return schema.major, 0 if latest is None else latest + 1
+
+
+def register_version(*, model, schema: DatasetSchema, run: TrainingRun | None, **fields) -> ModelVersion:
+    """Save the artifact and its version row (status candidate). Retries the number if another run took it."""
+    for _ in range(3):
+        major, minor = next_version_number(schema)
+        name = f"model_v{major}_{minor}.joblib"
+        sha = artifacts.save(model, name)
+        try:
+            with transaction.atomic():
+                version = ModelVersion.objects.create(
+                    major=major, minor=minor, schema=schema, run=run, artifact=name, sha256=sha,
+                    trained_at=fields.pop("trained_at", timezone.now()), **fields,
+                )
+        except IntegrityError:
+            continue
+        mirrors.write_version(version)
+        return version
+    raise DeploymentError("could not allocate a version number; another run keeps taking it")
+
+
+def deploy_version(*, version: ModelVersion, user=None, reason: str = "", kind: str = Deployment.Kind.DEPLOY,
+                   run: TrainingRun | None = None, merge=(), check: bool = True) -> Deployment:
+    """Make `version` the active one, atomically, with a deployment row and an audit row.
+
+    `merge` lists staged batches that enter the master dataset in the same transaction, so a
+    deployment and the data it was trained on are committed together or not at all.
+    """
+    if kind == Deployment.Kind.FORCED and not reason.strip():
+        raise DeploymentError("a forced deployment needs a reason")
+    if check:
+        check_deployable(version)
+    try:
+        with transaction.atomic():
+            version = ModelVersion.objects.select_for_update().get(pk=version.pk)
+            _guard_transition(version, kind)
+            current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+            now = timezone.now()
+            if current:
+                current.status = ModelVersion.Status.RETIRED
+                current.save(update_fields=["status"])
+            version.status = ModelVersion.Status.ACTIVE
+            version.deployed_at = now
+            version.save(update_fields=["status", "deployed_at"])
+            deployment = Deployment.objects.create(
+                created_at=now, kind=kind, from_version=current, to_version=version, user=_user(user), reason=reason, run=run,
+            )
+            if merge:
+                master.merge_batches(list(merge), run=run)
+            record(actor=user, action=f"model.{kind}", target=str(version), details={
+                "from": current.version if current else None, "to": version.version, "reason": reason, "run": run.pk if run else None,
+            })
+            transaction.on_commit(lambda: mirrors.write_all(*[v for v in (current, version) if v]))
+    except IntegrityError:
+        # The conditional unique constraint: another deployment switched first.
+        raise DeploymentError("another deployment happened at the same moment; nothing was changed, try again") from None
+    log.info("deployed v%s (%s) by %s", version.version, kind, user or "system")
+    return deployment
+
+
+def _guard_transition(version: ModelVersion, kind: str) -> None:
+    if version.status == ModelVersion.Status.ACTIVE:
+        raise DeploymentError(f"v{version.version} is already the active version")
+    if version.status == ModelVersion.Status.REJECTED and kind != Deployment.Kind.FORCED:
+        raise DeploymentError(
+            f"v{version.version} was rejected by validation; deploying it is a forced deployment, which needs a reason and the deploy permission"
+        )
+    current_schema = DatasetSchema.current()
+    if current_schema and version.schema_id != current_schema.pk:
+        raise DeploymentError(f"v{version.version} was trained for schema {version.schema.major}, the data now follows schema {current_schema.major}")
+
+
+def _user(user):
+    return user if getattr(user, "pk", None) else None
+
+
+def check_deployable(version: ModelVersion, *, rows: int = 5) -> None:
+    """The artifact loads and verifies, and predicts on a few held-out rows; else DeploymentError."""
+    try:
+        model = artifacts.load(version.artifact, version.sha256)
+    except artifacts.ArtifactError as exc:
+        raise DeploymentError(str(exc)) from None
+    sample = _sample_rows(version.schema, rows)
+    if sample is None:
+        return
+    try:
+        proba = training.positive_proba(model, training.features_frame(sample, version.schema),
+                                        version.schema.positive_label if version.imported else None)
+    except Exception as exc:
+        raise DeploymentError(f"v{version.version} failed to predict on held-out rows: {exc}") from None
+    if len(proba) != len(sample) or not ((proba >= 0) & (proba <= 1)).all():
+        raise DeploymentError(f"v{version.version} returned invalid probabilities on held-out rows")
+
+
+def _sample_rows(schema: DatasetSchema, rows: int):
+    from .evaluation import holdout_mask
+    from django.conf import settings
+
+    batches = master.master_batches()[-1:]
+    if not batches:
+        return None
+    frame = master.read_batches(batches, schema)
+    columns = schema.feature_names + [schema.target]
+    held = frame[holdout_mask(frame, schema.id_column, columns, settings.CL_HOLDOUT_PERCENT)]
+    return (held if len(held) else frame).head(rows)
+
+
+def previous_version() -> ModelVersion | None:
+    """The newest version older than the active one that has been live before."""
+    active = ModelVersion.active()
+    older = ModelVersion.objects.filter(deployed_at__isnull=False).exclude(status=ModelVersion.Status.ACTIVE)
+    if active:
+        older = [v for v in older if (v.major, v.minor) < (active.major, active.minor)]
+    return max(older, key=lambda v: (v.major, v.minor), default=None)
+
+
+def rollback(*, to: ModelVersion | None = None, user=None, reason: str = "") -> Deployment:
+    """Make an earlier version active again, after checking it can serve."""
+    target = to or previous_version()
+    if target is None:
+        raise DeploymentError("there is no earlier version to roll back to")
+    if target.status == ModelVersion.Status.REJECTED:
+        raise DeploymentError(f"v{target.version} was rejected by validation and never served; deploy it with a forced deployment instead")
+    if target.status == ModelVersion.Status.CANDIDATE:
+        raise DeploymentError(f"v{target.version} is a candidate still being validated")
+    return deploy_version(version=target, user=user, reason=reason or "rollback", kind=Deployment.Kind.ROLLBACK)
+
+
+def force_deploy(*, version: ModelVersion, user, reason: str) -> Deployment:
+    """Deploy a rejected candidate past its failed gates; the reason is kept in the ledger."""
+    return deploy_version(version=version, user=user, reason=reason, kind=Deployment.Kind.FORCED)
+
+
+def version_live_at(when: datetime) -> ModelVersion | None:
+    """Which version was serving at `when`, from the deployment ledger."""
+    deployment = (
+        Deployment.objects.filter(created_at__lte=when).select_related("to_version").order_by("-created_at", "-id").first()
+    )
+    return deployment.to_version if deployment else None
+
+
+def update_policy(*, user, changes: dict) -> ValidationPolicy:
+    """Change the validation policy, keeping the old and new values in the audit log."""
+    unknown = set(changes) - set(POLICY_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown policy fields: {', '.join(sorted(unknown))}")
+    with transaction.atomic():
+        policy = ValidationPolicy.objects.select_for_update().get(pk=ValidationPolicy.get().pk)
+        diff = {name: {"old": getattr(policy, name), "new": value} for name, value in changes.items() if getattr(policy, name) != value}
+        for name, value in changes.items():
+            setattr(policy, name, value)
+        policy.updated_by = _user(user)
+        policy.full_clean()
+        policy.save()
+        if diff:
+            record(actor=user, action="policy.changed", target="validation policy", details=diff)
+    return policy

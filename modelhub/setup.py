@@ -1,0 +1,104 @@
+"""One-time set-up: schema, master dataset, model v1.0, roles, schedule, logs."""
+from pathlib import Path
+
+import joblib
+import numpy as np
+from django.conf import settings
+from django.db import transaction
+
+from audit.services import record
+from clsite import home
+from ingestion import master
+from ingestion.models import DatasetSchema, DataBatch
+from ingestion.schema import learn_schema
+from ingestion.services import create_schema, ingest_path
+
+from . import evaluation, mirrors, retraining, roles, schedule, services, training
+from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
+
+
+class SetupError(Exception):
+    pass
+
+
+def initialise(*, data: Path, target: str, id_column: str = "", positive_label: str = "", model_file: Path | None = None,
+               user=None) -> ModelVersion:
+    if DatasetSchema.objects.exists():
+        raise SetupError("the system is already initialised (a schema exists); use `ingest` and `retrain` from here on")
+    data = Path(data)
+    if not data.is_file():
+        raise SetupError(f"{data} is not a file")
+    home.ensure_layout()
+    roles.ensure_roles()
+    ValidationPolicy.get()
+    learned = learn_schema(data, target=target, id_column=id_column, positive_label=positive_label)
+    schema = create_schema(learned)
+    try:
+        batch = ingest_path(data, user=user, origin=DataBatch.Source.INIT)
+        if batch.status != DataBatch.Status.STAGED:
+            raise SetupError(f"the initial dataset was refused: {batch.report.get('summary')}; first problems: "
+                             + "; ".join(f"line {e['line']}: {e['message']}" for e in batch.errors[:5]))
+        version = _import(model_file, schema, batch, user) if model_file else _train_first(user)
+    except BaseException:
+        _undo(schema)
+        raise
+    if schedule.current() is None:
+        schedule.set_cron(schedule.DEFAULT_CRON)
+    record(actor=user, action="system.initialised", target=str(schema), details={"data": str(data), "version": version.version})
+    return version
+
+
+def _train_first(user) -> ModelVersion:
+    run = retraining.retrain_now(user=user, trigger=TrainingRun.Trigger.INIT)
+    if run.status != TrainingRun.Status.DEPLOYED:
+        raise SetupError(f"training the first model failed: {run.error or run.reasons}")
+    return ModelVersion.active()
+
+
+def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> ModelVersion:
+    """Take an existing fitted classifier as v1.0, after checking it fits the schema."""
+    try:
+        model = joblib.load(model_file)
+    except Exception as exc:
+        raise SetupError(f"{model_file} could not be loaded as a joblib/pickle file: {exc}") from None
+    if not hasattr(model, "predict_proba"):
+        raise SetupError(f"{model_file} holds a {type(model).__name__}, which has no predict_proba; a probabilistic classifier is needed")
+    frame = master.read_batches([batch], schema)
+    held_out = evaluation.holdout_mask(frame, schema.id_column, schema.feature_names + [schema.target], settings.CL_HOLDOUT_PERCENT)
+    X, y = training.features_frame(frame, schema), training.labels(frame, schema)
+    try:
+        proba = training.positive_proba(model, X[held_out], schema.positive_label)
+    except Exception as exc:
+        raise SetupError(f"the model in {model_file} cannot predict on this schema's columns ({exc}); is it fitted, with the whole preprocessing pipeline?") from None
+    if len(proba) != int(held_out.sum()) or not np.all((proba >= 0) & (proba <= 1)):
+        raise SetupError(f"the model in {model_file} does not return probabilities")
+    metrics = evaluation.score(y[held_out], proba)
+    version = services.register_version(
+        model=model, schema=schema, run=None, imported=True, estimator=f"imported {type(model).__name__}",
+        training_rows=int((~held_out).sum()), holdout_rows=int(held_out.sum()), metrics=metrics,
+        trained_on=[batch.pk], environment=retraining.environment(),
+    )
+    services.deploy_version(version=version, user=user, kind=Deployment.Kind.INITIAL, reason=f"imported from {Path(model_file).name}",
+                            merge=[batch], check=False)
+    return ModelVersion.objects.get(pk=version.pk)
+
+
+def _undo(schema: DatasetSchema) -> None:
+    """A failed set-up leaves nothing behind, so it can simply be run again."""
+    with transaction.atomic():
+        batches = list(DataBatch.objects.filter(schema=schema))
+        versions = ModelVersion.objects.filter(schema=schema)
+        Deployment.objects.filter(to_version__in=versions).delete()
+        for version in versions:
+            services.artifacts.storage().delete(version.artifact)
+        versions.delete()
+        for batch in batches:
+            for rel in (batch.raw_path, batch.parquet_path):
+                if rel:
+                    home.path(rel).unlink(missing_ok=True)
+            if hasattr(batch, "partition"):
+                home.path(batch.partition.path).unlink(missing_ok=True)
+                batch.partition.delete()
+            batch.delete()
+        schema.delete()
+    mirrors.write_deployments()

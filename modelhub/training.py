@@ -1,0 +1,130 @@
+"""Training: one scikit-learn Pipeline per version, the estimator chosen by cross-validation.
+
+The candidates are a regularised logistic regression and a gradient-boosted tree model, each
+with a few settings. They are compared by ROC AUC on folds of the training rows only (the
+holdout is never seen here), and the best is refitted on all training rows.
+"""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from django.conf import settings
+from sklearn.base import clone
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+# Cross-validation on more rows than this changes the choice little and costs a lot.
+CV_MAX_ROWS = 20_000
+MISSING = "(missing)"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    estimator: object
+    scale: bool
+
+
+CANDIDATES = (
+    Candidate("logistic regression (C=0.1)", LogisticRegression(C=0.1, max_iter=2000), scale=True),
+    Candidate("logistic regression (C=1)", LogisticRegression(C=1.0, max_iter=2000), scale=True),
+    Candidate(
+        "gradient boosting (depth 3, rate 0.1)",
+        HistGradientBoostingClassifier(max_depth=3, learning_rate=0.1, max_iter=150, random_state=0),
+        scale=False,
+    ),
+    Candidate(
+        "gradient boosting (31 leaves, rate 0.05)",
+        HistGradientBoostingClassifier(max_leaf_nodes=31, learning_rate=0.05, max_iter=300, early_stopping=True, random_state=0),
+        scale=False,
+    ),
+)
+
+
+@dataclass
+class FitResult:
+    pipeline: Pipeline
+    name: str
+    seconds: float
+    candidates: list[dict] = field(default_factory=list)
+
+
+def features_frame(frame: pd.DataFrame, schema) -> pd.DataFrame:
+    """The schema's feature columns with the dtypes every pipeline expects."""
+    columns = {}
+    for feature in schema.features:
+        name = feature["name"]
+        values = frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index)
+        if feature["kind"] == "numeric":
+            columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+        else:
+            columns[name] = values.astype(object).where(values.notna(), np.nan)
+    return pd.DataFrame(columns, index=frame.index)
+
+
+def labels(frame: pd.DataFrame, schema) -> np.ndarray:
+    return (frame[schema.target].astype(str) == schema.positive_label).to_numpy(dtype=np.int8)
+
+
+def build_pipeline(schema, estimator, *, scale: bool) -> Pipeline:
+    numeric_steps = [SimpleImputer(strategy="median")] + ([StandardScaler()] if scale else [])
+    categorical = make_pipeline(
+        SimpleImputer(strategy="constant", fill_value=MISSING),
+        OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=5, max_categories=50, sparse_output=False),
+    )
+    transformers = []
+    if schema.numeric_features:
+        transformers.append(("numeric", make_pipeline(*numeric_steps), schema.numeric_features))
+    if schema.categorical_features:
+        transformers.append(("categorical", categorical, schema.categorical_features))
+    return Pipeline([("prepare", ColumnTransformer(transformers)), ("model", clone(estimator))])
+
+
+def select_and_fit(X: pd.DataFrame, y: np.ndarray, schema, *, candidates=CANDIDATES) -> FitResult:
+    """Cross-validate every candidate on the training rows, refit the best (by AUC) on all of them."""
+    started = time.perf_counter()
+    if len(np.unique(y)) < 2:
+        raise ValueError("the training rows hold only one class; a classifier needs both labels")
+    sample_X, sample_y = _cv_sample(X, y)
+    folds = min(settings.CL_CV_FOLDS, int(np.bincount(sample_y).min()))
+    scores = []
+    for candidate in candidates:
+        pipeline = build_pipeline(schema, candidate.estimator, scale=candidate.scale)
+        tick = time.perf_counter()
+        if folds >= 2:
+            cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
+            auc = cross_val_score(pipeline, sample_X, sample_y, scoring="roc_auc", cv=cv)
+            mean, std = float(np.mean(auc)), float(np.std(auc))
+        else:
+            mean = std = float("nan")
+        scores.append({"name": candidate.name, "cv_auc": mean, "cv_auc_std": std, "seconds": time.perf_counter() - tick})
+    best_index = max(range(len(scores)), key=lambda i: -np.inf if np.isnan(scores[i]["cv_auc"]) else scores[i]["cv_auc"])
+    best = candidates[best_index]
+    scores[best_index]["chosen"] = True
+    pipeline = build_pipeline(schema, best.estimator, scale=best.scale).fit(X, y)
+    return FitResult(pipeline=pipeline, name=best.name, seconds=time.perf_counter() - started, candidates=scores)
+
+
+def _cv_sample(X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    if len(X) <= CV_MAX_ROWS:
+        return X, y
+    chosen = np.random.default_rng(0).choice(len(X), CV_MAX_ROWS, replace=False)
+    return X.iloc[chosen], y[chosen]
+
+
+def positive_proba(pipeline, X: pd.DataFrame, positive_label: str | None = None) -> np.ndarray:
+    """Probability of the positive class. Ours encode it as 1; for an imported classifier,
+    pass the positive label, which its classes_ may hold as text."""
+    proba = np.asarray(pipeline.predict_proba(X))
+    classes = [str(c) for c in getattr(pipeline, "classes_", [0, 1])]
+    keys = (positive_label, "1", "True") if positive_label is not None else ("1", "True")
+    for key in keys:
+        if key in classes:
+            return proba[:, classes.index(key)]
+    return proba[:, -1]

@@ -1,0 +1,63 @@
+"""The deployment gates: each with its value, threshold and verdict, decided in one place."""
+from dataclasses import asdict, dataclass
+
+# Float noise must not flip a verdict exactly at a threshold (0.75 - 0.70 is 0.05000000000000004).
+TOLERANCE = 1e-9
+
+
+@dataclass
+class Gate:
+    name: str
+    label: str
+    value: float | None
+    threshold: float | None
+    comparison: str  # ">=" or "<=" or ">"
+    passed: bool
+    note: str = ""
+
+
+def _at_least(value, threshold) -> bool:
+    return value is not None and value >= threshold - TOLERANCE
+
+
+def _at_most(value, threshold) -> bool:
+    return value is not None and value <= threshold + TOLERANCE
+
+
+def evaluate_gates(policy, *, candidate: dict, live: dict | None, drift_share: float | None, label_check: dict | None) -> dict:
+    """`candidate` and `live` are evaluation.score() results on the same holdout rows."""
+    gates = [Gate("min_accuracy", "Accuracy", candidate["accuracy"], policy.min_accuracy, ">=",
+                  _at_least(candidate["accuracy"], policy.min_accuracy))]
+    if live is not None:
+        drop = live["accuracy"] - candidate["accuracy"]
+        gates.append(Gate("max_accuracy_drop", "Accuracy drop vs live model", drop, policy.max_accuracy_drop, "<=",
+                          _at_most(drop, policy.max_accuracy_drop), note=f"live {live['accuracy']:.4f} on the same rows"))
+    else:
+        gates.append(Gate("max_accuracy_drop", "Accuracy drop vs live model", None, policy.max_accuracy_drop, "<=", True,
+                          note="no live model to compare with"))
+    if drift_share is not None:
+        gates.append(Gate("max_drift", "Share of drifted features", drift_share, policy.max_drift, "<=",
+                          _at_most(drift_share, policy.max_drift)))
+    else:
+        gates.append(Gate("max_drift", "Share of drifted features", None, policy.max_drift, "<=", True, note="no new batches to compare"))
+    if policy.min_auc is not None:
+        gates.append(Gate("min_auc", "ROC AUC", candidate.get("auc"), policy.min_auc, ">=", _at_least(candidate.get("auc"), policy.min_auc)))
+    if policy.require_beats_baseline:
+        baseline = candidate["baseline_accuracy"]
+        gates.append(Gate("beats_baseline", "Accuracy above majority-class baseline", candidate["accuracy"], baseline, ">",
+                          candidate["accuracy"] > baseline + TOLERANCE))
+    if label_check is not None:
+        gates.append(Gate("labels", "Live model's accuracy drop on the new batches", label_check["drop"], policy.max_label_collapse, "<=",
+                          _at_most(label_check["drop"], policy.max_label_collapse),
+                          note=f"live accuracy {label_check['new_accuracy']:.4f} on {label_check['rows']} new rows "
+                               f"vs {label_check['holdout_accuracy']:.4f} on its holdout"))
+    passed = all(g.passed for g in gates)
+    return {"passed": passed, "gates": [asdict(g) for g in gates], "reasons": [describe_failure(g) for g in gates if not g.passed]}
+
+
+def describe_failure(gate: Gate) -> str:
+    if gate.name == "labels":
+        return (f"suspected label problems: the live model's accuracy on the new batches fell by {gate.value:.3f} "
+                f"(allowed {gate.threshold:.3f}); a person should check these labels ({gate.note})")
+    value = "n/a" if gate.value is None else f"{gate.value:.4f}"
+    return f"{gate.label}: {value} is not {gate.comparison} {gate.threshold:.4f}" + (f" ({gate.note})" if gate.note else "")

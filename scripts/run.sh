@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `make run`: set up on first start (migrate, demo data, admin login), then serve the site on
+# 127.0.0.1:8000 with a django-q2 worker beside it. Ctrl-C stops both.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+export CL_HOME="${CL_HOME:-$PWD/var}"
+mkdir -p "$CL_HOME"
+chmod 700 "$CL_HOME"
+if [ -z "${DJANGO_SECRET_KEY:-}" ]; then
+  if [ ! -s "$CL_HOME/secret_key" ]; then
+    (umask 077; $PY -c 'import secrets; print(secrets.token_urlsafe(50))' > "$CL_HOME/secret_key")
+  fi
+  DJANGO_SECRET_KEY="$(cat "$CL_HOME/secret_key")"
+  export DJANGO_SECRET_KEY
+fi
+export DJANGO_DEBUG="${DJANGO_DEBUG:-false}"
+
+$PY manage.py migrate --noinput -v 0
+if ! $PY manage.py shell -c 'from ingestion.models import DatasetSchema; raise SystemExit(0 if DatasetSchema.objects.exists() else 1)' 2>/dev/null; then
+  echo "First start: learning the schema from demo/telco_initial.csv and training model v1.0 ..."
+  $PY manage.py init_cl_system --data demo/telco_initial.csv --target churn --id-column customer_id
+fi
+$PY manage.py ensure_admin
+
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+echo
+echo "  Continuous learning is running at http://$HOST:$PORT/"
+echo "  Log in as: admin    password: $(cat "$CL_HOME/admin_password")   (kept in $CL_HOME/admin_password)"
+echo "  Demo batches to upload: demo/batches/*.csv    Stop with Ctrl-C."
+echo
+
+$PY manage.py qcluster &
+WORKER=$!
+trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; exit 0' INT TERM EXIT
+.venv/bin/gunicorn clsite.wsgi:application --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --timeout 600 \
+  --access-logfile - --error-logfile - --log-level warning

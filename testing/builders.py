@@ -1,0 +1,49 @@
+"""Builders for tests: users per role, CSV files cut from the demo data, an initialised system."""
+from pathlib import Path
+
+import pandas as pd
+from django.contrib.auth import get_user_model
+
+from modelhub import roles
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "telco_churn.csv"
+PASSWORD = "a-test-password"
+
+
+def make_users() -> dict:
+    """One user per role, named after it: viewer, analyst, engineer, admin, and nobody (no role)."""
+    roles.ensure_roles()
+    User = get_user_model()
+    made = {}
+    for username, role in (("viewer", roles.VIEWER), ("analyst", roles.ANALYST), ("engineer", roles.ML_ENGINEER), ("admin", "Admin")):
+        user = User.objects.create_user(username=username, password=PASSWORD)
+        roles.assign_role(user, role)
+        made[username] = user
+    made["nobody"] = User.objects.create_user(username="nobody", password=PASSWORD)
+    return made
+
+
+class DemoData:
+    """Slices of the demo dataset written as CSV files in a folder of the test's own."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+        self.frame = pd.read_csv(DEMO, dtype=str, keep_default_na=False)
+
+    def write(self, name: str, rows: slice | None = None, frame: pd.DataFrame | None = None, **kwargs) -> Path:
+        data = frame if frame is not None else self.frame.iloc[rows]
+        path = self.folder / name
+        data.to_csv(path, index=False, **kwargs)
+        return path
+
+    def flipped(self, name: str, rows: slice) -> Path:
+        data = self.frame.iloc[rows].copy()
+        data["churn"] = data["churn"].map({"Yes": "No", "No": "Yes"})
+        return self.write(name, frame=data)
+
+
+def initialise(demo: DemoData, rows: slice = slice(0, 2000)):
+    from modelhub.setup import initialise as init
+
+    return init(data=demo.write("initial.csv", rows), target="churn", id_column="customer_id")
