@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+import plotly
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -31,7 +32,8 @@ def envint(name: str, default: str) -> int:
 
 CL_HOME = Path(os.getenv("CL_HOME", str(BASE_DIR / "var"))).resolve()
 # The SQLite file and upload temp files live here, so the folder must exist before Django starts.
-(CL_HOME / "tmp").mkdir(parents=True, exist_ok=True)
+for _folder in ("tmp", "staticfiles"):
+    (CL_HOME / _folder).mkdir(parents=True, exist_ok=True)
 
 DEBUG = envbool("DJANGO_DEBUG", "false")
 SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
@@ -122,7 +124,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = CL_HOME / "staticfiles"
-STATICFILES_DIRS = [BASE_DIR / "static"]
+# plotly.min.js comes from the installed plotly package, served by us: the site works offline.
+STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", str(Path(plotly.__file__).parent / "package_data"))]
 # Serve straight from the finders, so the site works offline with no collectstatic step.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG

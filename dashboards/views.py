@@ -1,5 +1,222 @@
-from django.http import HttpResponse
+"""Thin views: an access check, a form, one service call, then redirect or render."""
+import csv
+
+from django.contrib import messages
+from django.contrib.auth.decorators import permission_required
+from django.core.paginator import Paginator
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+from django_q.tasks import async_task
+
+from ingestion import services as ingestion
+from ingestion.models import DatasetSchema, DataBatch
+from modelhub import retraining, schedule, serving, services
+from modelhub.models import Deployment, ModelVersion, TrainingRun
+
+from . import charts, selectors
+from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RequiredReasonForm, RetrainForm, UploadForm
+
+view_required = permission_required("modelhub.view_modelversion", raise_exception=True)
+upload_required = permission_required("ingestion.upload_data", raise_exception=True)
+manage_required = permission_required("ingestion.manage_batches", raise_exception=True)
+retrain_required = permission_required("modelhub.retrain_model", raise_exception=True)
+deploy_required = permission_required("modelhub.deploy_modelversion", raise_exception=True)
+batch_predict_required = permission_required("modelhub.batch_predict", raise_exception=True)
 
 
+@view_required
 def overview(request):
-    return HttpResponse("ok")
+    schema = DatasetSchema.current()
+    form = PredictForm(schema=schema) if schema else None
+    return render(request, "dashboards/overview.html", {**selectors.overview(), "predict_form": form})
+
+
+@view_required
+def data(request):
+    status = request.GET.get("status", "")
+    batches = DataBatch.objects.select_related("uploaded_by", "run")
+    if status in DataBatch.Status.values:
+        batches = batches.filter(status=status)
+    page = Paginator(batches, 25).get_page(request.GET.get("page"))
+    stats = ingestion.get_data_stats()
+    return render(request, "dashboards/data.html", {
+        "page": page, "status": status, "statuses": DataBatch.Status.choices, "stats": stats,
+        "schema": DatasetSchema.current(),
+        "balance_chart": charts.class_balance(stats["class_balance"]) if stats["class_balance"] else "",
+    })
+
+
+@upload_required
+def upload(request):
+    form = UploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST":
+        if getattr(request, "upload_too_large", False):
+            form = UploadForm()
+            form.add_error(None, f"The file is over the upload limit of {selectors.upload_limit()}; split it into smaller files.")
+        elif form.is_valid():
+            uploaded = form.cleaned_data["file"]
+            try:
+                with uploaded.open("rb") as fh:
+                    batch = ingestion.ingest_file(source=fh, original_name=uploaded.name, user=request.user)
+            except ingestion.IngestionError as exc:
+                form.add_error("file", str(exc))
+            else:
+                level = messages.SUCCESS if batch.status == DataBatch.Status.STAGED else messages.ERROR
+                messages.add_message(request, level, f"{batch.original_name}: {batch.report.get('summary')}")
+                return redirect("batch_detail", pk=batch.pk)
+    return render(request, "dashboards/upload.html", {"form": form, "schema": DatasetSchema.current(), "limit": selectors.upload_limit()})
+
+
+@view_required
+def batch_detail(request, pk: int):
+    batch = get_object_or_404(DataBatch.objects.select_related("uploaded_by", "run", "schema"), pk=pk)
+    return render(request, "dashboards/batch_detail.html", {"batch": batch, "reason_form": ReasonForm()})
+
+
+@view_required
+def template_csv(request):
+    schema = DatasetSchema.current()
+    if schema is None:
+        raise Http404("no schema yet")
+    response = HttpResponse(content_type="text/csv")
+    response["Content-Disposition"] = 'attachment; filename="template.csv"'
+    csv.writer(response).writerow(schema.columns)
+    return response
+
+
+@require_POST
+@manage_required
+def batch_release(request, pk: int):
+    return _batch_change(request, pk, ingestion.release_batch, "released; it will be part of the next retraining")
+
+
+@require_POST
+@manage_required
+def batch_discard(request, pk: int):
+    return _batch_change(request, pk, ingestion.discard_batch, "discarded")
+
+
+def _batch_change(request, pk: int, service, done: str):
+    batch = get_object_or_404(DataBatch, pk=pk)
+    form = ReasonForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        service(batch=batch, user=request.user, reason=reason)
+        messages.success(request, f"Batch {batch.pk} {done}.")
+    except ingestion.BatchStateError as exc:
+        messages.error(request, str(exc))
+    return redirect("batch_detail", pk=pk)
+
+
+@view_required
+def models(request):
+    versions = list(ModelVersion.objects.select_related("run").order_by("-major", "-minor"))
+    return render(request, "dashboards/models.html", {
+        "versions": versions, "history_chart": charts.history(versions) if versions else "", "active": ModelVersion.active(),
+    })
+
+
+@view_required
+def model_detail(request, version: str):
+    try:
+        major, minor = ModelVersion.parse(version)
+    except ValueError:
+        raise Http404(version) from None
+    obj = get_object_or_404(ModelVersion.objects.select_related("schema", "run"), major=major, minor=minor)
+    return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), "reason_form": RequiredReasonForm()})
+
+
+@require_POST
+@deploy_required
+def model_rollback(request, version: str):
+    major, minor = ModelVersion.parse(version)
+    target = get_object_or_404(ModelVersion, major=major, minor=minor)
+    form = RequiredReasonForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Give a reason for the rollback; it is kept in the deployment ledger.")
+        return redirect("model_detail", version=version)
+    force = target.status == ModelVersion.Status.REJECTED
+    try:
+        if force:
+            services.force_deploy(version=target, user=request.user, reason=form.cleaned_data["reason"])
+        else:
+            services.rollback(to=target, user=request.user, reason=form.cleaned_data["reason"])
+    except services.DeploymentError as exc:
+        messages.error(request, f"Refused: {exc}")
+    else:
+        messages.success(request, f"v{target.version} is now the active model.")
+    return redirect("model_detail", version=version)
+
+
+@view_required
+def runs(request):
+    page = Paginator(TrainingRun.objects.select_related("requested_by", "candidate", "live_version"), 25).get_page(request.GET.get("page"))
+    return render(request, "dashboards/runs.html", {
+        "page": page, "retrain_form": RetrainForm(), "schedule": schedule.describe(),
+        "staged": ingestion.get_data_stats()["staged_files"],
+    })
+
+
+@view_required
+def run_detail(request, pk: int):
+    run = get_object_or_404(TrainingRun.objects.select_related("requested_by", "candidate", "live_version"), pk=pk)
+    return render(request, "dashboards/run_detail.html", selectors.run_page(run))
+
+
+@require_POST
+@retrain_required
+def run_start(request):
+    form = RetrainForm(request.POST)
+    force = form.is_valid() and form.cleaned_data["force"]
+    run = retraining.request_run(user=request.user, trigger=TrainingRun.Trigger.MANUAL, force=force)
+    async_task("modelhub.tasks.run_queued_retraining", run.pk, task_name=f"retraining-{run.pk}")
+    messages.success(request, f"Run {run.pk} is queued; the worker starts it within seconds. This page refreshes until it ends.")
+    return redirect("run_detail", pk=run.pk)
+
+
+@view_required
+def deployments(request):
+    form = LiveAtForm(request.GET or None)
+    live_at = None
+    if form.is_valid() and form.cleaned_data["at"]:
+        live_at = {"at": form.cleaned_data["at"], "version": services.version_live_at(form.cleaned_data["at"])}
+    page = Paginator(Deployment.objects.select_related("from_version", "to_version", "user"), 30).get_page(request.GET.get("page"))
+    return render(request, "dashboards/deployments.html", {"page": page, "form": form, "live_at": live_at})
+
+
+@view_required
+def predict(request):
+    schema = DatasetSchema.current()
+    if schema is None:
+        return render(request, "dashboards/predict.html", {"schema": None})
+    form = PredictForm(request.POST or None, schema=schema)
+    result = version = None
+    if request.method == "POST" and form.is_valid():
+        import pandas as pd
+
+        try:
+            version, frame = serving.predict(pd.DataFrame([form.row()]))
+            result = frame.iloc[0].to_dict()
+        except (serving.NoActiveModel, services.artifacts.ArtifactError) as exc:
+            messages.error(request, str(exc))
+    return render(request, "dashboards/predict.html", {
+        "schema": schema, "form": form, "result": result, "version": version, "batch_form": BatchPredictForm(),
+    })
+
+
+@require_POST
+@batch_predict_required
+def predict_batch(request):
+    form = BatchPredictForm(request.POST, request.FILES)
+    if not form.is_valid():
+        messages.error(request, "Choose a CSV file to score.")
+        return redirect("predict")
+    uploaded = form.cleaned_data["file"]
+    try:
+        version, output = serving.predict_csv(uploaded.temporary_file_path() if hasattr(uploaded, "temporary_file_path") else uploaded)
+    except (serving.PredictionError, serving.NoActiveModel) as exc:
+        messages.error(request, f"{uploaded.name}: {exc}")
+        return redirect("predict")
+    name = uploaded.name.rsplit(".", 1)[0] + f"_predictions_v{version.version}.csv"
+    return FileResponse(open(output, "rb"), as_attachment=True, filename=name, content_type="text/csv")

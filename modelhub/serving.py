@@ -44,3 +44,58 @@ def predict(frame: pd.DataFrame) -> tuple[ModelVersion, pd.DataFrame]:
     result["probability"] = proba.round(4)
     result["prediction"] = [schema.positive_label if p >= 0.5 else schema.negative_label for p in proba]
     return version, result
+
+
+class PredictionError(ValueError):
+    pass
+
+
+PREDICT_CHUNK_ROWS = 50_000
+
+
+def predict_csv(source) -> tuple[ModelVersion, "Path"]:
+    """Score a CSV (a path or an uploaded file) in chunks; returns the version and a CSV of results under CL_HOME/tmp."""
+    import tempfile
+    from pathlib import Path
+
+    from clsite import home
+    from ingestion import csvio
+
+    version, _ = active_model()
+    schema = version.schema
+    path = Path(source) if not hasattr(source, "read") else _spool(source)
+    try:
+        header, delimiter = csvio.read_header(path)
+    except csvio.HeaderError as exc:
+        raise PredictionError(str(exc)) from None
+    missing = [name for name in schema.feature_names if name not in header]
+    if missing:
+        raise PredictionError(f"missing columns: {', '.join(missing)}; download the template from the data page")
+    fd, out = tempfile.mkstemp(dir=home.path("tmp"), prefix="predictions-", suffix=".csv")
+    with open(fd, "w", newline="", encoding="utf-8") as fh:
+        first = True
+        reader = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, chunksize=PREDICT_CHUNK_ROWS, encoding="utf-8-sig")
+        try:
+            for chunk in reader:
+                chunk = chunk.replace({"": None})
+                current, scored = predict(chunk)
+                if current.pk != version.pk:
+                    raise PredictionError("the active model changed while scoring; run it again")
+                scored.to_csv(fh, index=False, header=first)
+                first = False
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise PredictionError(f"the file could not be read: {exc}") from None
+    return version, Path(out)
+
+
+def _spool(uploaded):
+    import tempfile
+    from pathlib import Path
+
+    from clsite import home
+
+    fd, name = tempfile.mkstemp(dir=home.path("tmp"), prefix="score-", suffix=".csv")
+    with open(fd, "wb") as fh:
+        for chunk in uploaded.chunks():
+            fh.write(chunk)
+    return Path(name)

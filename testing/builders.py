@@ -16,11 +16,15 @@ def make_users() -> dict:
     User = get_user_model()
     made = {}
     for username, role in (("viewer", roles.VIEWER), ("analyst", roles.ANALYST), ("engineer", roles.ML_ENGINEER), ("admin", "Admin")):
-        user = User.objects.create_user(username=username, password=PASSWORD)
-        roles.assign_role(user, role)
-        made[username] = user
-    made["nobody"] = User.objects.create_user(username="nobody", password=PASSWORD)
+        made[username] = _user(User, username)
+        roles.assign_role(made[username], role)
+    made["nobody"] = _user(User, "nobody")
     return made
+
+
+def _user(User, username: str):
+    user = User.objects.filter(username=username).first()
+    return user or User.objects.create_user(username=username, password=PASSWORD)
 
 
 class DemoData:

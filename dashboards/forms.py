@@ -1,0 +1,58 @@
+from django import forms
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+
+class UploadForm(forms.Form):
+    file = forms.FileField(label="CSV file", help_text="Comma, semicolon or tab separated, UTF-8, with the header row of the template.")
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=2000)
+
+
+class RequiredReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
+                             help_text="Kept in the deployment ledger.")
+
+
+class RetrainForm(forms.Form):
+    force = forms.BooleanField(required=False, label="Retrain even if no new data is staged")
+
+
+class LiveAtForm(forms.Form):
+    at = forms.CharField(label="Which version was live at", required=False,
+                         widget=forms.TextInput(attrs={"placeholder": "2026-11-20 14:00", "type": "datetime-local"}))
+
+    def clean_at(self):
+        text = self.cleaned_data["at"].strip()
+        if not text:
+            return None
+        when = parse_datetime(text.replace("T", " "))
+        if when is None:
+            raise forms.ValidationError("Enter a date and time like 2026-11-20 14:00.")
+        return timezone.make_aware(when) if timezone.is_naive(when) else when
+
+
+class PredictForm(forms.Form):
+    """One field per feature of the schema: numbers for numeric columns, a choice for categories."""
+
+    def __init__(self, *args, schema, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.schema = schema
+        for feature in schema.features:
+            name = feature["name"]
+            label = name.replace("_", " ").capitalize()
+            if feature["kind"] == "numeric":
+                self.fields[name] = forms.FloatField(label=label, required=False,
+                                                     widget=forms.NumberInput(attrs={"step": "any"}))
+            else:
+                choices = [("", "(missing)")] + [(c, c) for c in feature.get("categories", [])]
+                self.fields[name] = forms.ChoiceField(label=label, choices=choices, required=False)
+
+    def row(self) -> dict:
+        return {name: (value if value not in ("",) else None) for name, value in self.cleaned_data.items()}
+
+
+class BatchPredictForm(forms.Form):
+    file = forms.FileField(label="CSV of customers", help_text="The template's columns; the target column may be left out.")

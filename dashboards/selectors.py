@@ -1,0 +1,67 @@
+"""Reads for the pages: what each page shows, gathered in one place per page."""
+from django.conf import settings
+
+from ingestion.services import get_data_stats
+from ingestion.uploads import human_bytes
+from modelhub import schedule
+from modelhub.models import Deployment, ModelVersion, TrainingRun
+
+from . import charts
+
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "auc", "pr_auc", "brier")
+
+
+def upload_limit() -> str:
+    return human_bytes(settings.CL_UPLOAD_MAX_BYTES)
+
+
+def overview() -> dict:
+    active = ModelVersion.active()
+    last_deployment = Deployment.objects.select_related("user", "from_version").filter(to_version=active).first() if active else None
+    versions = list(ModelVersion.objects.order_by("-major", "-minor")[:30])
+    return {
+        "active": active,
+        "last_deployment": last_deployment,
+        "metrics": [(name, active.metrics.get(name)) for name in METRIC_NAMES] if active else [],
+        "stats": get_data_stats(),
+        "last_run": TrainingRun.objects.select_related("candidate").first(),
+        "running": TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).first(),
+        "schedule": schedule.describe(),
+        "history_chart": charts.history(versions) if len(versions) > 1 else "",
+    }
+
+
+def model_page(version: ModelVersion) -> dict:
+    metrics = version.metrics
+    validation = version.validation or {}
+    comparison = validation.get("comparison") or {}
+    rows = []
+    live = validation.get("live_metrics") or {}
+    for name in METRIC_NAMES:
+        if name in metrics:
+            rows.append({"name": name, "value": metrics.get(name), "live": live.get(name), "ci": comparison.get(name)})
+    labels = [version.schema.negative_label, version.schema.positive_label]
+    return {
+        "version": version,
+        "metric_rows": rows,
+        "gates": validation.get("gates", []),
+        "drift": version.drift or {},
+        "drift_rows": sorted((version.drift or {}).get("features", {}).items(), key=lambda item: -item[1]["psi"]),
+        "active": ModelVersion.active(),
+        "deployments": Deployment.objects.filter(to_version=version).select_related("user", "from_version"),
+        "confusion_chart": charts.confusion(metrics["confusion_matrix"], labels) if metrics.get("confusion_matrix") else "",
+        "curve_chart": charts.curves(metrics, live or None) if metrics.get("roc_curve") else "",
+        "importance_chart": charts.importance(metrics["feature_importance"]) if metrics.get("feature_importance") else "",
+        "drift_chart": charts.drift(version.drift["features"]) if (version.drift or {}).get("features") else "",
+    }
+
+
+def run_page(run: TrainingRun) -> dict:
+    candidate = run.candidate
+    return {
+        "run": run,
+        "gates": (candidate.validation or {}).get("gates", []) if candidate else [],
+        "batches": run.batches.all(),
+        "in_progress": run.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING),
+        "total_seconds": sum(stage["seconds"] for stage in run.stages),
+    }

@@ -1,0 +1,145 @@
+"""Every page for every role: who sees what, and the forms that act."""
+import pytest
+from django.urls import reverse
+
+from ingestion.models import DataBatch
+from modelhub.models import Deployment, ModelVersion
+from testing.builders import PASSWORD
+
+PAGES = ["overview", "data", "models", "runs", "deployments", "predict"]
+
+
+def login(client, user):
+    assert client.login(username=user.username, password=PASSWORD)
+    return client
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_needs_a_login(client, ready, page):
+    response = client.get(reverse(page))
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("login"))
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_role_sees_the_dashboards(client, ready, users, page):
+    for name in ("viewer", "analyst", "engineer", "admin"):
+        client.logout()
+        login(client, users[name])
+        assert client.get(reverse(page)).status_code == 200, name
+
+
+def test_a_user_without_a_role_sees_nothing(client, ready, users):
+    login(client, users["nobody"])
+    assert client.get(reverse("overview")).status_code == 403
+
+
+def test_the_model_and_run_pages_render(client, ready, users):
+    login(client, users["viewer"])
+    page = client.get(reverse("model_detail", args=["1.0"]))
+    assert page.status_code == 200
+    assert b"plotly.min.js" in page.content
+    assert b"Confusion matrix" in page.content
+    run = ready.run
+    assert client.get(reverse("run_detail", args=[run.pk])).status_code == 200
+    assert client.get(reverse("model_detail", args=["9.9"])).status_code == 404
+
+
+def test_the_viewer_cannot_upload_but_the_analyst_can(client, ready, users, demo):
+    login(client, users["viewer"])
+    assert client.get(reverse("upload")).status_code == 403
+    client.logout()
+    login(client, users["analyst"])
+    with open(demo.write("web.csv", slice(2000, 2300)), "rb") as fh:
+        response = client.post(reverse("upload"), {"file": fh})
+    batch = DataBatch.objects.get(original_name="web.csv")
+    assert response.status_code == 302 and response["Location"] == reverse("batch_detail", args=[batch.pk])
+    assert batch.status == DataBatch.Status.STAGED and batch.uploaded_by == users["analyst"]
+    assert b"accepted: 300 rows" in client.get(response["Location"]).content
+
+
+def test_a_bad_upload_shows_its_report(client, ready, users, demo):
+    login(client, users["analyst"])
+    frame = demo.frame.iloc[2000:2010].copy()
+    frame.loc[frame.index[3], "tenure"] = "twelve"
+    with open(demo.write("bad.csv", frame=frame), "rb") as fh:
+        response = client.post(reverse("upload"), {"file": fh}, follow=True)
+    assert b"twelve" in response.content and b"Refused" in response.content
+
+
+def test_the_template_has_the_schema_header(client, ready, users):
+    login(client, users["viewer"])
+    body = client.get(reverse("template_csv")).content.decode()
+    assert body.strip().split(",")[0] == "customer_id" and body.strip().endswith("churn")
+
+
+def test_prediction_for_one_customer(client, ready, users, demo):
+    login(client, users["viewer"])
+    row = demo.frame.iloc[0].to_dict()
+    row.pop("customer_id"), row.pop("churn")
+    response = client.post(reverse("predict"), row)
+    assert response.status_code == 200
+    assert b"Prediction by v1.0" in response.content
+
+
+def test_batch_prediction_returns_a_csv_for_analysts_only(client, ready, users, demo):
+    path = demo.write("score.csv", slice(3000, 3050))
+    login(client, users["viewer"])
+    with open(path, "rb") as fh:
+        assert client.post(reverse("predict_batch"), {"file": fh}).status_code == 403
+    client.logout()
+    login(client, users["analyst"])
+    with open(path, "rb") as fh:
+        response = client.post(reverse("predict_batch"), {"file": fh})
+    lines = b"".join(response.streaming_content).decode().splitlines()
+    assert lines[0] == "customer_id,probability,prediction" and len(lines) == 51
+
+
+def test_only_ml_engineers_start_a_retraining(client, ready, users):
+    login(client, users["analyst"])
+    assert client.post(reverse("run_start")).status_code == 403
+
+
+def _second_version(demo):
+    from ingestion.services import ingest_path
+    from modelhub.retraining import retrain_now
+
+    ingest_path(demo.write("more.csv", slice(2000, 2600)))
+    assert retrain_now().status == "deployed"
+
+
+def test_rollback_through_the_admin_action_as_an_ml_engineer(client, ready, users, demo):
+    _second_version(demo)
+    login(client, users["engineer"])
+    v10 = ModelVersion.objects.get(major=1, minor=0)
+    url = reverse("admin:modelhub_modelversion_changelist")
+    confirm = client.post(url, {"action": "rollback_to_version", "_selected_action": [v10.pk]})
+    assert confirm.status_code == 200 and b"Roll back to v1.0?" in confirm.content
+    done = client.post(url, {"action": "rollback_to_version", "_selected_action": [v10.pk], "post": "yes", "reason": "bad week"})
+    assert done.status_code == 302
+    assert ModelVersion.active().version == "1.0"
+    last = Deployment.objects.first()
+    assert last.kind == Deployment.Kind.ROLLBACK and last.user == users["engineer"] and last.reason == "bad week"
+
+
+def test_rollback_through_the_admin_is_refused_to_an_analyst(client, ready, users, demo):
+    _second_version(demo)
+    login(client, users["analyst"])
+    v10 = ModelVersion.objects.get(major=1, minor=0)
+    response = client.post(reverse("admin:modelhub_modelversion_changelist"),
+                           {"action": "rollback_to_version", "_selected_action": [v10.pk], "post": "yes", "reason": "x"})
+    assert response.status_code in (302, 403)
+    assert ModelVersion.active().version == "1.1"
+    assert client.post(reverse("model_rollback", args=["1.0"]), {"reason": "x"}).status_code == 403
+
+
+def test_the_button_on_a_version_page_rolls_back(client, ready, users, demo):
+    _second_version(demo)
+    login(client, users["engineer"])
+    v10 = ModelVersion.objects.get(major=1, minor=0)
+    page = client.get(reverse("admin:modelhub_modelversion_change", args=[v10.pk]))
+    assert b"Roll back to this version" in page.content
+    client.post(reverse("admin:modelhub_modelversion_rollback", args=[v10.pk]), {"post": "yes", "reason": "button"})
+    assert ModelVersion.active().version == "1.0"
+    client.post(reverse("model_rollback", args=["1.1"]), {"reason": "and back"})
+    assert ModelVersion.active().version == "1.1"
