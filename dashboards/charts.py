@@ -67,7 +67,7 @@ def drift(features: dict) -> str:
         x=[r["psi"] for _, r in items], y=[name for name, _ in items], orientation="h",
         marker_color=["#dc2626" if r["drifted"] else "#94a3b8" for _, r in items],
     ))
-    fig.update_layout(title="PSI per feature, new batches vs the live model's training data (red: drifted)")
+    fig.update_layout(title="PSI per feature vs the live model's training data<br><sup>red: drifted</sup>")
     return _html(fig, max(260, 20 * len(items) + 80))
 
 

@@ -37,13 +37,18 @@ class LiveAtForm(forms.Form):
 class PredictForm(forms.Form):
     """One field per feature of the schema: numbers for numeric columns, a choice for categories."""
 
-    def __init__(self, *args, schema, **kwargs):
+    def __init__(self, *args, schema, typical: dict | None = None, flags=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.schema = schema
+        typical = typical or {}
         for feature in schema.features:
             name = feature["name"]
             label = name.replace("_", " ").capitalize()
-            if feature["kind"] == "numeric":
+            self.initial.setdefault(name, typical.get(name))
+            if name in flags:
+                self.fields[name] = forms.ChoiceField(label=label, required=False,
+                                                      choices=[("", "(missing)"), ("1", "1 (yes)"), ("0", "0 (no)")])
+            elif feature["kind"] == "numeric":
                 self.fields[name] = forms.FloatField(label=label, required=False,
                                                      widget=forms.NumberInput(attrs={"step": "any"}))
             else:

@@ -65,3 +65,23 @@ def run_page(run: TrainingRun) -> dict:
         "in_progress": run.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING),
         "total_seconds": sum(stage["seconds"] for stage in run.stages),
     }
+
+
+def predict_hints() -> dict:
+    """Starting values for the prediction form (mean of numbers, commonest category) and which
+    numeric columns are 0/1 flags, read off the master's stored column summaries."""
+    typical, flags = {}, set()
+    for name, column in get_data_stats()["columns"].items():
+        if column["kind"] == "numeric" and column.get("mean") is not None:
+            mean, std = column["mean"], column["std"]
+            # Values within [0, 1] whose variance is mean - mean² are all exactly 0 or 1.
+            if column["min"] == 0 and column["max"] == 1 and abs(std * std - (mean - mean * mean)) < 1e-9:
+                flags.add(name)
+                typical[name] = str(round(mean))
+            elif float(column["min"]).is_integer() and float(column["max"]).is_integer():
+                typical[name] = round(mean)
+            else:
+                typical[name] = round(mean, 2)
+        elif column["kind"] == "categorical" and column.get("top"):
+            typical[name] = next(iter(column["top"]))
+    return {"typical": typical, "flags": flags}

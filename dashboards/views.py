@@ -28,7 +28,7 @@ batch_predict_required = permission_required("modelhub.batch_predict", raise_exc
 @view_required
 def overview(request):
     schema = DatasetSchema.current()
-    form = PredictForm(schema=schema) if schema else None
+    form = PredictForm(schema=schema, **selectors.predict_hints()) if schema else None
     return render(request, "dashboards/overview.html", {**selectors.overview(), "predict_form": form})
 
 
@@ -190,7 +190,7 @@ def predict(request):
     schema = DatasetSchema.current()
     if schema is None:
         return render(request, "dashboards/predict.html", {"schema": None})
-    form = PredictForm(request.POST or None, schema=schema)
+    form = PredictForm(request.POST or None, schema=schema, **selectors.predict_hints())
     result = version = None
     if request.method == "POST" and form.is_valid():
         import pandas as pd

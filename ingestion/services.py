@@ -114,8 +114,9 @@ def _record_batch(*, original_name, sha, size, report: Report, column_stats, raw
         first = DataBatch.objects.exclude(status=DataBatch.Status.DISCARDED).filter(sha256=sha).first()
         if first is None:
             raise
-        if first.raw_path != raw_path:
-            home.path(raw_path).unlink(missing_ok=True)
+        for ours, theirs in ((raw_path, first.raw_path), (parquet_path, first.parquet_path)):
+            if ours and ours != theirs:
+                home.path(ours).unlink(missing_ok=True)
         raise DuplicateUpload(first) from None
     return batch
 

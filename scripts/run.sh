@@ -17,7 +17,7 @@ fi
 export DJANGO_DEBUG="${DJANGO_DEBUG:-false}"
 
 $PY manage.py migrate --noinput -v 0
-if ! $PY manage.py shell -c 'from ingestion.models import DatasetSchema; raise SystemExit(0 if DatasetSchema.objects.exists() else 1)' 2>/dev/null; then
+if ! $PY manage.py shell --no-imports -c 'from ingestion.models import DatasetSchema; raise SystemExit(0 if DatasetSchema.objects.exists() else 1)' >/dev/null 2>&1; then
   echo "First start: learning the schema from demo/telco_initial.csv and training model v1.0 ..."
   $PY manage.py init_cl_system --data demo/telco_initial.csv --target churn --id-column customer_id
 fi

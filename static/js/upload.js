@@ -16,7 +16,9 @@
       text.textContent = pct < 100 ? "Uploading… " + pct + "%" : "Uploaded. Checking every row against the schema…";
     });
     xhr.addEventListener("load", function () {
-      if (xhr.responseURL && xhr.responseURL !== window.location.href) { window.location = xhr.responseURL; return; }
+      // The XHR already followed the redirect to the report (and consumed its message): show
+      // that response as the page, under its own address.
+      if (xhr.responseURL && window.history.replaceState) window.history.replaceState(null, "", xhr.responseURL);
       document.open(); document.write(xhr.responseText); document.close();
     });
     xhr.addEventListener("error", function () {
