@@ -1,12 +1,20 @@
+import json
+
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
+from django.utils.html import format_html
 
 from . import services
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
+
+
+def _pretty(data) -> str:
+    return format_html("<pre>{}</pre>", json.dumps(data, indent=2, default=str))
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -24,12 +32,12 @@ class ReadOnlyAdmin(admin.ModelAdmin):
 
 @admin.register(ModelVersion)
 class ModelVersionAdmin(ReadOnlyAdmin):
-    list_display = ["__str__", "status", "accuracy", "auc", "estimator", "trained_at", "deployed_at"]
+    list_display = ["__str__", "status", "accuracy", "auc", "estimator", "trained", "deployed"]
     list_filter = ["status", "imported"]
     list_select_related = ["schema"]
     actions = ["rollback_to_version"]
     fields = ["status", "estimator", "imported", "artifact", "sha256", "trained_at", "deployed_at", "training_rows",
-              "holdout_rows", "training_seconds", "trained_on", "metrics", "validation", "drift", "candidates", "environment", "run"]
+              "holdout_rows", "seconds", "trained_on", "metrics_summary", "gates", "drift_summary", "candidates_tried", "environment", "run"]
     readonly_fields = fields
     change_form_template = "admin/modelhub/modelversion/change_form.html"
 
@@ -42,6 +50,42 @@ class ModelVersionAdmin(ReadOnlyAdmin):
     def auc(self, obj):
         value = obj.metrics.get("auc")
         return f"{value:.3f}" if value is not None else "–"
+
+    @admin.display(description="training seconds")
+    def seconds(self, obj):
+        return f"{obj.training_seconds:.1f}"
+
+    @admin.display(description="metrics (holdout)")
+    def metrics_summary(self, obj):
+        shown = {k: v for k, v in obj.metrics.items() if k not in ("roc_curve", "pr_curve")}
+        return _pretty(shown)
+
+    @admin.display(description="validation gates")
+    def gates(self, obj):
+        rows = [f"{'passed' if g['passed'] else 'FAILED':<7} {g['label']}: {g['value'] if g['value'] is None else round(g['value'], 4)} "
+                f"{g['comparison']} {g['threshold']}" for g in (obj.validation or {}).get("gates", [])]
+        return format_html("<pre>{}</pre>", "\n".join(rows) or "–")
+
+    @admin.display(description="drift")
+    def drift_summary(self, obj):
+        drift = obj.drift or {}
+        rows = [f"{name:<24} psi {r['psi']:.4f}  p {r['p_value_adjusted']:.4f}  {'DRIFTED' if r['drifted'] else ''}"
+                for name, r in sorted(drift.get("features", {}).items(), key=lambda item: -item[1]["psi"])]
+        head = f"share drifted {drift.get('share', 0):.3f} ({drift.get('method', drift.get('note', ''))})"
+        return format_html("<pre>{}</pre>", "\n".join([head, *rows]))
+
+    @admin.display(description="estimators tried")
+    def candidates_tried(self, obj):
+        rows = [f"{c['cv_auc']:.4f}  {c['name']}{'  (chosen)' if c.get('chosen') else ''}" for c in obj.candidates]
+        return format_html("<pre>{}</pre>", "\n".join(rows) or "–")
+
+    @admin.display(description="trained", ordering="trained_at")
+    def trained(self, obj):
+        return timezone.localtime(obj.trained_at).strftime("%Y-%m-%d %H:%M")
+
+    @admin.display(description="deployed", ordering="deployed_at")
+    def deployed(self, obj):
+        return timezone.localtime(obj.deployed_at).strftime("%Y-%m-%d %H:%M") if obj.deployed_at else "–"
 
     def has_deploy_permission(self, request):
         return request.user.has_perm("modelhub.deploy_modelversion")
