@@ -8,3 +8,8 @@ os.environ.setdefault("CL_HOME", tempfile.mkdtemp(prefix="cl-test-home-"))
 from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not the in-memory default: concurrent writers then wait on the busy timeout
+    # as they do in production, instead of failing at once with "table is locked".
+    DATABASES["default"]["TEST"] = {"NAME": str(CL_HOME / "test-db.sqlite3")}  # noqa: F405

@@ -19,11 +19,20 @@ def storage():
     return storages["models"]
 
 
-def save(model, name: str) -> str:
-    """Write the fitted model as `name` (replacing any file of that name); returns its sha256."""
+def dump(model) -> bytes:
+    """The fitted model as the bytes of a joblib file."""
     buffer = io.BytesIO()
     joblib.dump(model, buffer, compress=3)
-    data = buffer.getvalue()
+    return buffer.getvalue()
+
+
+def save(model, name: str) -> str:
+    """Write the fitted model as `name` (replacing any file of that name); returns its sha256."""
+    return write(dump(model), name)
+
+
+def write(data: bytes, name: str) -> str:
+    """Write joblib bytes as `name` (replacing any file of that name); returns their sha256."""
     store = storage()
     if store.exists(name):
         store.delete(name)

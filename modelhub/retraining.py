@@ -76,7 +76,8 @@ def execute(run: TrainingRun) -> TrainingRun:
         return run
     stages = _Stages(run)
     try:
-        _run(run, stages)
+        with training.limited_threads():
+            _run(run, stages)
     except Exception as exc:
         log.exception("run %s failed", run.pk)
         stages.line("failed", 0.0, str(exc))
@@ -174,7 +175,7 @@ def _decide(run, version, validation, new, stages, live) -> None:
         with stages("deploy") as note:
             services.deploy_version(version=version, user=run.requested_by, kind=kind, run=run, merge=new,
                                     reason=run.override_reason or ("initial model" if live is None else "passed validation"),
-                                    check=False)
+                                    check=False, replacing=live)
             note(f"v{version.version} is live ({kind})")
         reasons = [] if validation["passed"] else [f"forced past failed gates: {run.override_reason}"] + validation["reasons"]
         _finish(run, TrainingRun.Status.DEPLOYED, reasons=reasons)

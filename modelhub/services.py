@@ -6,7 +6,7 @@ so each rule lives here once.
 import logging
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -33,16 +33,20 @@ def next_version_number(schema: DatasetSchema) -> tuple[int, int]:
 
 def register_version(*, model, schema: DatasetSchema, run: TrainingRun | None, **fields) -> ModelVersion:
     """Save the artifact and its version row (status candidate). Retries the number if another run took it."""
+    data = artifacts.dump(model)
+    trained_at = fields.pop("trained_at", None) or timezone.now()
     for _ in range(3):
         major, minor = next_version_number(schema)
         name = f"model_v{major}_{minor}.joblib"
-        sha = artifacts.save(model, name)
         try:
             with transaction.atomic():
+                # The row claims the number before the file is written: a run that loses the race
+                # for this number fails on the insert and never overwrites the winner's file.
                 version = ModelVersion.objects.create(
-                    major=major, minor=minor, schema=schema, run=run, artifact=name, sha256=sha,
-                    trained_at=fields.pop("trained_at", timezone.now()), **fields,
+                    major=major, minor=minor, schema=schema, run=run, artifact=name, sha256="", trained_at=trained_at, **fields,
                 )
+                version.sha256 = artifacts.write(data, name)
+                version.save(update_fields=["sha256"])
         except IntegrityError:
             continue
         mirrors.write_version(version)
@@ -50,15 +54,25 @@ def register_version(*, model, schema: DatasetSchema, run: TrainingRun | None, *
     raise DeploymentError("could not allocate a version number; another run keeps taking it")
 
 
+_ACTIVE_AT_START = object()
+
+
 def deploy_version(*, version: ModelVersion, user=None, reason: str = "", kind: str = Deployment.Kind.DEPLOY,
-                   run: TrainingRun | None = None, merge=(), check: bool = True) -> Deployment:
+                   run: TrainingRun | None = None, merge=(), check: bool = True,
+                   replacing: "ModelVersion | None | object" = _ACTIVE_AT_START) -> Deployment:
     """Make `version` the active one, atomically, with a deployment row and an audit row.
 
     `merge` lists staged batches that enter the master dataset in the same transaction, so a
     deployment and the data it was trained on are committed together or not at all.
+    `replacing` is the version the caller means to replace (None: no active version); by
+    default, the one active when the call starts.
     """
     if kind == Deployment.Kind.FORCED and not reason.strip():
         raise DeploymentError("a forced deployment needs a reason")
+    if replacing is _ACTIVE_AT_START:
+        expected = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()
+    else:
+        expected = replacing.pk if replacing is not None else None
     if check:
         check_deployable(version)
     try:
@@ -66,6 +80,12 @@ def deploy_version(*, version: ModelVersion, user=None, reason: str = "", kind: 
             version = ModelVersion.objects.select_for_update().get(pk=version.pk)
             _guard_transition(version, kind)
             current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
+            if (current.pk if current else None) != expected:
+                # Two deployments prepared at once (two admins, a rollback during a retraining):
+                # the later one must not silently undo the earlier one it never saw.
+                now_active = f"v{current.version}" if current else "no version"
+                raise DeploymentError(f"the active model changed (to {now_active}) while v{version.version} was being deployed; "
+                                      "nothing was changed, look again and retry")
             now = timezone.now()
             if current:
                 current.status = ModelVersion.Status.RETIRED
@@ -85,6 +105,10 @@ def deploy_version(*, version: ModelVersion, user=None, reason: str = "", kind: 
     except IntegrityError:
         # The conditional unique constraint: another deployment switched first.
         raise DeploymentError("another deployment happened at the same moment; nothing was changed, try again") from None
+    except OperationalError as exc:
+        # The database gave up waiting for another writer (SQLite's busy timeout, a lock
+        # timeout or deadlock in PostgreSQL); the transaction was rolled back whole.
+        raise DeploymentError(f"the database could not make the switch now ({exc}); nothing was changed, try again") from None
     log.info("deployed v%s (%s) by %s", version.version, kind, user or "system")
     return deployment
 
@@ -96,6 +120,10 @@ def _guard_transition(version: ModelVersion, kind: str) -> None:
         raise DeploymentError(
             f"v{version.version} was rejected by validation; deploying it is a forced deployment, which needs a reason and the deploy permission"
         )
+    _check_schema(version)
+
+
+def _check_schema(version: ModelVersion) -> None:
     current_schema = DatasetSchema.current()
     if current_schema and version.schema_id != current_schema.pk:
         raise DeploymentError(f"v{version.version} was trained for schema {version.schema.major}, the data now follows schema {current_schema.major}")
@@ -106,7 +134,8 @@ def _user(user):
 
 
 def check_deployable(version: ModelVersion, *, rows: int = 5) -> None:
-    """The artifact loads and verifies, and predicts on a few held-out rows; else DeploymentError."""
+    """The schema matches, the artifact loads and verifies, and it predicts on a few held-out rows; else DeploymentError."""
+    _check_schema(version)
     try:
         model = artifacts.load(version.artifact, version.sha256)
     except artifacts.ArtifactError as exc:
@@ -158,8 +187,15 @@ def rollback(*, to: ModelVersion | None = None, user=None, reason: str = "") -> 
 
 
 def force_deploy(*, version: ModelVersion, user, reason: str) -> Deployment:
-    """Deploy a rejected candidate past its failed gates; the reason is kept in the ledger."""
-    return deploy_version(version=version, user=user, reason=reason, kind=Deployment.Kind.FORCED)
+    """Deploy a rejected candidate past its failed gates; the reason is kept in the ledger.
+
+    The batches its run put on hold were part of its training data, so they join the master
+    dataset in the same transaction.
+    """
+    from ingestion.models import DataBatch
+
+    held = list(DataBatch.objects.filter(run=version.run, status=DataBatch.Status.HELD)) if version.run_id else []
+    return deploy_version(version=version, user=user, reason=reason, kind=Deployment.Kind.FORCED, merge=held, run=version.run)
 
 
 def version_live_at(when: datetime) -> ModelVersion | None:
@@ -177,11 +213,12 @@ def update_policy(*, user, changes: dict) -> ValidationPolicy:
         raise ValueError(f"unknown policy fields: {', '.join(sorted(unknown))}")
     with transaction.atomic():
         policy = ValidationPolicy.objects.select_for_update().get(pk=ValidationPolicy.get().pk)
-        diff = {name: {"old": getattr(policy, name), "new": value} for name, value in changes.items() if getattr(policy, name) != value}
+        old = {name: getattr(policy, name) for name in changes}
         for name, value in changes.items():
             setattr(policy, name, value)
         policy.updated_by = _user(user)
-        policy.full_clean()
+        policy.full_clean()  # also turns form text ("0.8") into the field's type, before comparing
+        diff = {name: {"old": old[name], "new": getattr(policy, name)} for name in changes if getattr(policy, name) != old[name]}
         policy.save()
         if diff:
             record(actor=user, action="policy.changed", target="validation policy", details=diff)

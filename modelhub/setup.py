@@ -5,6 +5,9 @@ import joblib
 import numpy as np
 from django.conf import settings
 from django.db import transaction
+from sklearn.base import is_classifier
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
 
 from audit.services import record
 from clsite import home
@@ -61,18 +64,21 @@ def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> 
         model = joblib.load(model_file)
     except Exception as exc:
         raise SetupError(f"{model_file} could not be loaded as a joblib/pickle file: {exc}") from None
-    if not hasattr(model, "predict_proba"):
-        raise SetupError(f"{model_file} holds a {type(model).__name__}, which has no predict_proba; a probabilistic classifier is needed")
+    _check_classifier(model, model_file, schema)
     frame = master.read_batches([batch], schema)
     held_out = evaluation.holdout_mask(frame, schema.id_column, schema.feature_names + [schema.target], settings.CL_HOLDOUT_PERCENT)
     X, y = training.features_frame(frame, schema), training.labels(frame, schema)
     try:
         proba = training.positive_proba(model, X[held_out], schema.positive_label)
     except Exception as exc:
-        raise SetupError(f"the model in {model_file} cannot predict on this schema's columns ({exc}); is it fitted, with the whole preprocessing pipeline?") from None
+        raise SetupError(f"the model in {model_file} cannot predict on this schema's columns ({exc}); "
+                         "was it fitted on these columns, with the whole preprocessing in one Pipeline?") from None
     if len(proba) != int(held_out.sum()) or not np.all((proba >= 0) & (proba <= 1)):
         raise SetupError(f"the model in {model_file} does not return probabilities")
     metrics = evaluation.score(y[held_out], proba)
+    metrics["feature_importance"] = evaluation.permutation_importance(
+        model, X[held_out], y[held_out], proba_fn=lambda m, rows: training.positive_proba(m, rows, schema.positive_label),
+    )
     version = services.register_version(
         model=model, schema=schema, run=None, imported=True, estimator=f"imported {type(model).__name__}",
         training_rows=int((~held_out).sum()), holdout_rows=int(held_out.sum()), metrics=metrics,
@@ -83,6 +89,23 @@ def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> 
     return ModelVersion.objects.get(pk=version.pk)
 
 
+def _check_classifier(model, model_file: Path, schema: DatasetSchema) -> None:
+    """A fitted scikit-learn binary classifier with predict_proba, whose classes are the target's labels (or 0/1)."""
+    name = type(model).__name__
+    if not is_classifier(model) or not hasattr(model, "predict_proba"):
+        raise SetupError(f"{model_file} holds a {name}, which is not a scikit-learn classifier with predict_proba; "
+                         "a fitted probabilistic classifier (ideally a Pipeline with its preprocessing) is needed")
+    try:
+        check_is_fitted(model)
+    except (NotFittedError, TypeError) as exc:
+        raise SetupError(f"the {name} in {model_file} is not fitted ({exc})") from None
+    classes = [str(c) for c in getattr(model, "classes_", [])]
+    accepted = ({schema.positive_label, schema.negative_label}, {"0", "1"}, {"0.0", "1.0"}, {"False", "True"})
+    if len(classes) != 2 or set(classes) not in accepted:
+        raise SetupError(f"the {name} in {model_file} predicts the classes {classes}; it must predict exactly the target's labels "
+                         f"({schema.negative_label!r}, {schema.positive_label!r}) or 0/1 with 1 for {schema.positive_label!r}")
+
+
 def _undo(schema: DatasetSchema) -> None:
     """A failed set-up leaves nothing behind, so it can simply be run again."""
     with transaction.atomic():
@@ -91,6 +114,7 @@ def _undo(schema: DatasetSchema) -> None:
         Deployment.objects.filter(to_version__in=versions).delete()
         for version in versions:
             services.artifacts.storage().delete(version.artifact)
+            home.path("models", "metadata", f"{version.file_stem}.json").unlink(missing_ok=True)
         versions.delete()
         for batch in batches:
             for rel in (batch.raw_path, batch.parquet_path):

@@ -15,12 +15,15 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--list", action="store_true", help="show every version and the deployment history")
-        parser.add_argument("--at", help='with --list: which version was live at this time ("2026-11-20 14:00")')
+        parser.add_argument("--at", help='only report which version was live at this time ("2026-11-20 14:00"); changes nothing')
         parser.add_argument("--version", help="the version to make active, e.g. 1.2")
         parser.add_argument("--reason", default="", help="why (kept in the deployment ledger)")
 
     def handle(self, *args, **options):
-        if options["list"]:
+        if options["list"] or options["at"]:
+            # --at is a question: without --list it must still never roll anything back.
+            if options["version"]:
+                raise CommandError("--list and --at only show the history; leave out --version, or run the rollback separately")
             return self.list(options["at"])
         target = None
         if options["version"]:

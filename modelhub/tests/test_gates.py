@@ -1,0 +1,109 @@
+"""The deployment gates at their boundaries: a value exactly at a threshold passes, just past it fails."""
+from modelhub.models import ValidationPolicy
+from modelhub.validation import evaluate_gates
+
+
+def policy(**fields) -> ValidationPolicy:
+    return ValidationPolicy(**fields)  # the defaults of DESIGN.md: 0.70, 0.05, 0.15; not saved
+
+
+def scores(accuracy: float, auc: float | None = 0.85, baseline: float = 0.73) -> dict:
+    return {"accuracy": accuracy, "auc": auc, "baseline_accuracy": baseline}
+
+
+def gate(report: dict, name: str) -> dict:
+    return next(g for g in report["gates"] if g["name"] == name)
+
+
+def run(candidate_accuracy=0.80, live_accuracy=0.80, drift_share=0.0, label_check=None, **policy_fields) -> dict:
+    return evaluate_gates(policy(**policy_fields), candidate=scores(candidate_accuracy),
+                          live=None if live_accuracy is None else scores(live_accuracy), drift_share=drift_share,
+                          label_check=label_check)
+
+
+def test_accuracy_exactly_at_the_minimum_passes_and_just_below_fails():
+    at = run(candidate_accuracy=0.70, live_accuracy=None)
+    assert gate(at, "min_accuracy") == {"name": "min_accuracy", "label": "Accuracy", "value": 0.70, "threshold": 0.70,
+                                         "comparison": ">=", "passed": True, "note": ""}
+    below = run(candidate_accuracy=0.6999, live_accuracy=None)
+    assert gate(below, "min_accuracy")["passed"] is False
+    assert below["passed"] is False
+    assert below["reasons"] == ["Accuracy: 0.6999 is not >= 0.7000"]
+
+
+def test_an_accuracy_drop_exactly_at_the_maximum_passes_despite_float_noise():
+    # 0.75 - 0.70 is 0.05000000000000004 in floating point: still "exactly" the allowed drop.
+    at = run(candidate_accuracy=0.70, live_accuracy=0.75)
+    drop = gate(at, "max_accuracy_drop")
+    assert drop["value"] > 0.05 and drop["passed"] is True
+    assert at["passed"] is True
+
+    over = run(candidate_accuracy=0.70, live_accuracy=0.7501)
+    assert gate(over, "max_accuracy_drop")["passed"] is False
+    assert over["reasons"] == ["Accuracy drop vs live model: 0.0501 is not <= 0.0500 (live 0.7501 on the same rows)"]
+
+
+def test_a_better_candidate_has_a_negative_drop_and_no_live_model_means_no_drop_gate_to_fail():
+    assert gate(run(candidate_accuracy=0.90, live_accuracy=0.80), "max_accuracy_drop")["value"] < 0
+    first = gate(run(live_accuracy=None), "max_accuracy_drop")
+    assert (first["value"], first["passed"], first["note"]) == (None, True, "no live model to compare with")
+
+
+def test_a_drift_share_exactly_at_the_maximum_passes():
+    assert gate(run(drift_share=3 / 20), "max_drift")["passed"] is True
+    over = run(drift_share=3 / 19)
+    assert gate(over, "max_drift")["passed"] is False
+    assert over["reasons"] == ["Share of drifted features: 0.1579 is not <= 0.1500"]
+    assert gate(run(drift_share=None), "max_drift")["passed"] is True
+
+
+def test_the_optional_gates_appear_only_when_the_policy_asks_for_them():
+    names = [g["name"] for g in run()["gates"]]
+    assert names == ["min_accuracy", "max_accuracy_drop", "max_drift"]
+    names = [g["name"] for g in run(min_auc=0.8, require_beats_baseline=True)["gates"]]
+    assert names == ["min_accuracy", "max_accuracy_drop", "max_drift", "min_auc", "beats_baseline"]
+
+
+def test_min_auc_at_the_threshold_passes_below_or_missing_fails():
+    def auc_gate(auc):
+        report = evaluate_gates(policy(min_auc=0.8), candidate=scores(0.8, auc=auc), live=None, drift_share=None, label_check=None)
+        return gate(report, "min_auc"), report
+
+    assert auc_gate(0.8)[0]["passed"] is True
+    low, report = auc_gate(0.7999)
+    assert low["passed"] is False and report["reasons"] == ["ROC AUC: 0.7999 is not >= 0.8000"]
+    missing, report = auc_gate(None)  # a holdout with one class has no AUC: not a pass
+    assert missing["passed"] is False and report["reasons"] == ["ROC AUC: n/a is not >= 0.8000"]
+
+
+def test_the_candidate_must_be_strictly_more_accurate_than_the_majority_baseline():
+    def baseline_gate(accuracy, baseline):
+        report = evaluate_gates(policy(require_beats_baseline=True), candidate=scores(accuracy, baseline=baseline), live=None,
+                                drift_share=None, label_check=None)
+        return gate(report, "beats_baseline"), report
+
+    equal, report = baseline_gate(0.73, 0.73)  # always answering "no" does as well: no skill
+    assert equal["passed"] is False
+    assert report["reasons"] == ["Accuracy above majority-class baseline: 0.7300 is not > 0.7300"]
+    assert baseline_gate(0.7301, 0.73)[0]["passed"] is True
+
+
+def test_a_collapse_on_the_new_batches_fails_the_label_gate_and_asks_for_a_person():
+    def check(drop):
+        return {"rows": 500, "new_accuracy": 0.80 - drop, "holdout_accuracy": 0.80, "drop": drop}
+
+    assert gate(run(label_check=check(0.20)), "labels")["passed"] is True
+    collapsed = run(label_check=check(0.55))
+    assert gate(collapsed, "labels")["passed"] is False
+    assert collapsed["passed"] is False
+    (reason,) = collapsed["reasons"]
+    assert reason.startswith("suspected label problems: the live model's accuracy on the new batches fell by 0.550 (allowed 0.200)")
+    assert "a person should check these labels" in reason and "live accuracy 0.2500 on 500 new rows vs 0.8000 on its holdout" in reason
+    assert "labels" not in [g["name"] for g in run(label_check=None)["gates"]]
+
+
+def test_every_failed_gate_is_a_reason_and_the_policy_thresholds_are_used():
+    report = run(candidate_accuracy=0.60, live_accuracy=0.80, drift_share=0.5, min_accuracy=0.5, max_accuracy_drop=0.1, max_drift=0.6)
+    assert gate(report, "min_accuracy")["threshold"] == 0.5
+    assert [g["passed"] for g in report["gates"]] == [True, False, True]
+    assert len(report["reasons"]) == 1 and report["reasons"][0].startswith("Accuracy drop vs live model: 0.2000 is not <= 0.1000")
