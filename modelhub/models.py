@@ -1,19 +1,24 @@
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
+
+
+SHARE = [MinValueValidator(0.0), MaxValueValidator(1.0)]
 
 
 class ValidationPolicy(models.Model):
     """The gates a candidate must pass; one row (pk=1), edited in the admin, every change audited."""
 
-    min_accuracy = models.FloatField(default=0.70, help_text="The candidate's holdout accuracy must be at least this.")
-    max_accuracy_drop = models.FloatField(default=0.05, help_text="Live accuracy minus candidate accuracy, on the same holdout, at most this.")
-    max_drift = models.FloatField(default=0.15, help_text="Share of features that drifted, at most this.")
-    psi_threshold = models.FloatField(default=0.2, help_text="A feature drifts when its PSI passes this (large samples).")
-    drift_p_value = models.FloatField(default=0.05, help_text="A feature drifts when its test's FDR-adjusted p-value is below this (small samples).")
-    min_auc = models.FloatField(null=True, blank=True, help_text="Optional: the candidate's ROC AUC must be at least this.")
+    min_accuracy = models.FloatField(validators=SHARE, default=0.70, help_text="The candidate's holdout accuracy must be at least this.")
+    max_accuracy_drop = models.FloatField(validators=SHARE, default=0.05, help_text="Live accuracy minus candidate accuracy, on the same holdout, at most this.")
+    max_drift = models.FloatField(validators=SHARE, default=0.15, help_text="Share of features that drifted, at most this.")
+    psi_threshold = models.FloatField(validators=[MinValueValidator(0.0)], default=0.2, help_text="A feature drifts when its PSI passes this (large samples).")
+    drift_p_value = models.FloatField(validators=SHARE, default=0.05, help_text="A feature drifts when its test's FDR-adjusted p-value is below this (small samples).")
+    min_auc = models.FloatField(null=True, blank=True, validators=SHARE, help_text="Optional: the candidate's ROC AUC must be at least this.")
     require_beats_baseline = models.BooleanField(default=False, help_text="Optional: the candidate must be more accurate than always predicting the majority class.")
     max_label_collapse = models.FloatField(
+        validators=SHARE,
         default=0.20,
         help_text="If the live model's accuracy on the new batches is this much below its holdout accuracy, "
         "the labels are suspect and the run waits for a person.",

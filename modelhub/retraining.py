@@ -81,6 +81,8 @@ def execute(run: TrainingRun) -> TrainingRun:
     except Exception as exc:
         log.exception("run %s failed", run.pk)
         stages.line("failed", 0.0, str(exc))
+        # A candidate saved before the failure never passed validation; it must not look pending.
+        ModelVersion.objects.filter(run=run, status=ModelVersion.Status.CANDIDATE).update(status=ModelVersion.Status.REJECTED)
         _finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
     return run
 

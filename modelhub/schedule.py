@@ -56,8 +56,24 @@ def current() -> Schedule | None:
     return Schedule.objects.filter(name=NAME).first()
 
 
+DAY_NAMES = {str(n): name.capitalize() + "day" for name, n in (("mon", 1), ("tues", 2), ("wednes", 3), ("thurs", 4), ("fri", 5), ("satur", 6), ("sun", 0))}
+
+
+def in_words(cron: str) -> str:
+    """'0 2 * * *' -> 'daily at 02:00'; other expressions are shown as they are."""
+    parts = cron.split()
+    if len(parts) == 5 and parts[0].isdigit() and parts[1].isdigit() and parts[2:4] == ["*", "*"]:
+        at = f"{int(parts[1]):02d}:{int(parts[0]):02d}"
+        if parts[4] == "*":
+            return f"daily at {at}"
+        if parts[4] in DAY_NAMES:
+            return f"every {DAY_NAMES[parts[4]]} at {at}"
+    return f"cron {cron!r}"
+
+
 def describe() -> str:
     schedule = current()
     if schedule is None:
         return "retraining schedule: off (retrain only on demand)"
-    return f"retraining schedule: cron {schedule.cron!r}, next run {timezone.localtime(schedule.next_run):%Y-%m-%d %H:%M %Z}"
+    next_run = timezone.localtime(schedule.next_run)
+    return f"retraining schedule: {in_words(schedule.cron)} {next_run:%Z} (next {next_run:%Y-%m-%d %H:%M})"

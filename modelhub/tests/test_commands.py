@@ -129,9 +129,9 @@ def test_retrain_exits_0_when_deployed_or_skipped_3_when_rejected_1_when_failed(
 
 def test_schedule_retraining_sets_shows_and_turns_off_the_one_schedule(fresh_db):
     code, out, _ = run_command("schedule_retraining", "--daily", "03:30")
-    assert code == 0 and "cron '30 3 * * *'" in out
+    assert code == 0 and "daily at 03:30" in out and Schedule.objects.get().cron == "30 3 * * *"
     code, out, _ = run_command("schedule_retraining", "--weekly", "Monday", "02:00")
-    assert code == 0 and Schedule.objects.get().cron == "0 2 * * 1"
+    assert code == 0 and "every Monday at 02:00" in out and Schedule.objects.get().cron == "0 2 * * 1"
     code, out, _ = run_command("schedule_retraining", "--cron", "0  */6 * * *")
     assert code == 0 and Schedule.objects.get().cron == "0 */6 * * *"
     schedule = Schedule.objects.get()
