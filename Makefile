@@ -31,6 +31,7 @@ test-scaleout: install
 
 bench: install
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/serving.py
 
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
