@@ -1,18 +1,9 @@
 from django.contrib import admin, messages
 
+from clsite.admin_base import ReadOnlyAdmin
+
 from . import services
 from .models import DatasetSchema, DataBatch, MasterPartition
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(DataBatch)

@@ -9,25 +9,14 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from clsite.admin_base import ReadOnlyAdmin
+
 from . import services
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
 
 
 def _pretty(data) -> str:
     return format_html("<pre>{}</pre>", json.dumps(data, indent=2, default=str))
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """History is written by services only; the admin shows it."""
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ModelVersion)
