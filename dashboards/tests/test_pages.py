@@ -143,3 +143,43 @@ def test_the_button_on_a_version_page_rolls_back(client, ready, users, demo):
     assert ModelVersion.active().version == "1.0"
     client.post(reverse("model_rollback", args=["1.1"]), {"reason": "and back"})
     assert ModelVersion.active().version == "1.1"
+
+
+def _held_batch(demo):
+    from ingestion.services import ingest_path
+    from modelhub.retraining import retrain_now
+
+    batch = ingest_path(demo.flipped("flipped.csv", slice(2000, 2400)))
+    assert retrain_now().status == "rejected"
+    batch.refresh_from_db()
+    assert batch.status == DataBatch.Status.HELD
+    return batch
+
+
+def test_held_batches_are_released_on_the_data_page_and_discarded_in_the_admin(client, ready, users, demo):
+    from audit.models import AuditEvent
+
+    held = _held_batch(demo)
+    login(client, users["analyst"])
+    assert client.post(reverse("batch_release", args=[held.pk]), {"reason": "x"}).status_code == 403
+    client.logout()
+    login(client, users["engineer"])
+    page = client.get(reverse("batch_detail", args=[held.pk]))
+    assert b"Release for the next retraining" in page.content and b"suspected label problems" in page.content
+    client.post(reverse("batch_release", args=[held.pk]), {"reason": "labels checked with the CRM team"})
+    held.refresh_from_db()
+    assert held.status == DataBatch.Status.STAGED
+    assert AuditEvent.objects.filter(action="data.released", actor=users["engineer"]).exists()
+
+    assert retrain_rejects_again()
+    client.post(reverse("admin:ingestion_databatch_changelist"),
+                {"action": "discard_batches", "_selected_action": [held.pk]})
+    held.refresh_from_db()
+    assert held.status == DataBatch.Status.DISCARDED
+    assert AuditEvent.objects.filter(action="data.discarded", actor=users["engineer"]).exists()
+
+
+def retrain_rejects_again() -> bool:
+    from modelhub.retraining import retrain_now
+
+    return retrain_now().status == "rejected"
