@@ -6,24 +6,45 @@ its line and column rather than an exception that hides every other problem.
 import codecs
 import csv
 import io
+import queue
+import threading
+from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterator
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 DELIMITERS = (",", ";", "\t")
-BLOCK_SIZE = 8 << 20  # bytes per parsed block: bounds memory whatever the file's size
+# pyarrow's streaming reader parses some forty blocks ahead of its consumer, so its block
+# size, not the file's size, sets the memory an ingest needs (about 25 MB at 512 KB). Blocks
+# are then joined into batches of about CHECK_BYTES, so per-batch overhead stays small.
+BLOCK_SIZE = 512 << 10
+CHECK_BYTES = 2 << 20
 SNIFF_BYTES = 1 << 16
+SCAN_CHUNK = 8 << 20
 # A number as people write it in a CSV; "inf", "nan" and "1,5" are not numbers here.
 NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+# Files people upload by mistake, recognised by their first bytes (not all of them hold a NUL early).
+MAGIC = {
+    b"\x1f\x8b": "gzip-compressed",
+    b"PK\x03\x04": "a ZIP archive (an Excel .xlsx file is one)",
+    b"\x89PNG": "a PNG image",
+    b"%PDF": "a PDF document",
+    b"\xd0\xcf\x11\xe0": "an old Excel/Office file",
+    b"BZh": "bzip2-compressed",
+    b"\xfd7zXZ": "xz-compressed",
+    b"7z\xbc\xaf": "a 7-Zip archive",
+}
 
 
 class HeaderError(ValueError):
-    def __init__(self, code: str, message: str):
+    def __init__(self, code: str, message: str, *, line: int | None = None):
         super().__init__(message)
         self.code = code
+        self.line = line
 
 
 def sniff(path: Path) -> bytes:
@@ -36,16 +57,22 @@ def read_header(path: Path) -> tuple[list[str], str]:
     head = sniff(path)
     if not head:
         raise HeaderError("empty_file", "the file is empty")
+    for magic, kind in MAGIC.items():
+        if head.startswith(magic):
+            raise HeaderError("binary", f"the file is {kind}, not a CSV text file", line=1)
     if b"\x00" in head:
-        raise HeaderError("binary", "the file is binary, not a CSV text file (it contains NUL bytes)")
+        nul = head.index(b"\x00")
+        raise HeaderError("binary", "the file is binary, not a CSV text file (it contains NUL bytes)", line=head.count(b"\n", 0, nul) + 1)
+    whole = len(head) < SNIFF_BYTES
     if head.startswith(codecs.BOM_UTF8):
         head = head[len(codecs.BOM_UTF8):]
     try:
-        # A multi-byte character may be cut at the end of the sniffed block; that is fine.
-        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        # A multi-byte character may be cut at the end of the sniffed block; that is fine,
+        # unless the block is the whole file.
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=whole)
     except UnicodeDecodeError as exc:
         line = head[: exc.start].count(b"\n") + 1
-        raise HeaderError("encoding", f"the file is not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8") from None
+        raise HeaderError("encoding", f"the file is not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8", line=line) from None
     first_line = text.splitlines()[0] if text.strip() else ""
     if not first_line.strip():
         raise HeaderError("empty_file", "the file has no header row")
@@ -53,7 +80,8 @@ def read_header(path: Path) -> tuple[list[str], str]:
     header = next(csv.reader(io.StringIO(first_line), delimiter=delimiter))
     header = [name.strip() for name in header]
     if any(not name for name in header):
-        raise HeaderError("header", "the header has an empty column name")
+        position = [i for i, name in enumerate(header, start=1) if not name][0]
+        raise HeaderError("header", f"the header has an empty column name (column {position})", line=1)
     return header, delimiter
 
 
@@ -65,23 +93,94 @@ def read_options(header: list[str]) -> pacsv.ReadOptions:
     return pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=BLOCK_SIZE)
 
 
-def convert_options(columns: list[str]) -> pacsv.ConvertOptions:
+def convert_options(columns: list[str], *, check_utf8: bool = True) -> pacsv.ConvertOptions:
     return pacsv.ConvertOptions(
         column_types={name: pa.string() for name in columns},
         include_columns=columns,
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
-        check_utf8=True,
+        check_utf8=check_utf8,
     )
 
 
 def stream_batches(
-    path: Path, *, header: list[str], delimiter: str, columns: list[str], on_bad_row: Callable | None = None
+    path: Path, *, header: list[str], delimiter: str, columns: list[str], on_bad_row: Callable | None = None,
+    utf8_checked: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of `columns` as strings; rows with the wrong number of fields go to on_bad_row."""
+    """Record batches of `columns` as strings; rows with the wrong number of fields go to on_bad_row.
+
+    The file is parsed on a thread of its own, a couple of batches ahead of the caller, so
+    parsing and the caller's work on the previous batch overlap. Pass utf8_checked=True when
+    scan_bytes has already checked the whole file, so the parser need not do it again.
+    """
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row)
-    reader = pacsv.open_csv(path, read_options=read_options(header), parse_options=parse, convert_options=convert_options(columns))
-    yield from reader
+    reader = pacsv.open_csv(path, read_options=read_options(header), parse_options=parse,
+                            convert_options=convert_options(columns, check_utf8=not utf8_checked))
+    yield from _read_ahead(_joined_batches(reader))
+
+
+def _joined_batches(reader: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    pending, size = [], 0
+    for batch in reader:
+        pending.append(batch)
+        size += batch.nbytes
+        if size >= CHECK_BYTES:
+            yield _joined(pending)
+            pending, size = [], 0
+    if pending:
+        yield _joined(pending)
+
+
+_END = object()
+
+
+def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+    """Iterate `items` on a thread of its own, at most `depth` items ahead of the consumer.
+
+    pyarrow parses with the GIL released, so this is real parallelism. An error in the
+    producer is raised in the consumer; a consumer that stops early stops the producer.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((_END, None))
+        except BaseException as exc:  # handed to the consumer
+            put((_END, exc))
+
+    producer = threading.Thread(target=produce, name="csv-reader", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if error is not None:
+                raise error
+            if item is _END:
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
+
+
+def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
+    filled = [batch for batch in batches if batch.num_rows]  # a block of skipped rows comes out empty
+    if len(filled) <= 1:
+        return filled[0] if filled else batches[0]
+    return pa.Table.from_batches(filled).combine_chunks().to_batches()[0]
 
 
 def read_all_as_strings(path: Path, *, delimiter: str, columns: list[str]) -> pa.Table:
@@ -103,6 +202,163 @@ def locate_ragged_rows(path: Path, *, delimiter: str, expected: int, limit: int)
                     if len(found) < limit:
                         found.append({"line": start, "fields": len(row)})
         except csv.Error as exc:
+            # The reader stops where it noticed the problem, often the end of the file for an
+            # unclosed quote; the row that went wrong started on the line after the last good one.
             total += 1
-            found.append({"line": reader.line_num, "fields": None, "error": str(exc)})
+            found.append({"line": line + 1, "fields": None, "error": str(exc)})
     return found, total
+
+
+def record_lines(path: Path, *, delimiter: str, expected: int, records: set[int]) -> dict[int, int]:
+    """The line each of the given records (0-based, as the parser numbers rows) starts on.
+
+    The parser skips blank lines and rows with the wrong number of fields and lets a quoted
+    value run over several lines, so its row numbers are not line numbers. A slow pass, run
+    only on refused files, and only as far as the last record asked for.
+    """
+    found: dict[int, int] = {}
+    wanted = sorted(records)
+    if not wanted:
+        return found
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter)
+        next(reader, None)
+        line, index, position = reader.line_num, 0, 0
+        try:
+            for row in reader:
+                start, line = line + 1, reader.line_num
+                if len(row) != expected:
+                    continue
+                if index == wanted[position]:
+                    found[index] = start
+                    position += 1
+                    if position == len(wanted):
+                        break
+                index += 1
+        except csv.Error:
+            pass
+    return found
+
+
+def field_index(line_text: bytes, delimiter: str) -> int:
+    """Which field (0-based) the end of `line_text` falls in, minding quoted delimiters."""
+    quoted, index, sep = False, 0, delimiter.encode()[0]
+    for byte in line_text:
+        if byte == 0x22:
+            quoted = not quoted
+        elif byte == sep and not quoted:
+            index += 1
+    return index
+
+
+def scan_bytes(path: Path, *, delimiter: str, limit: int) -> tuple[list[dict], Counter]:
+    """One pass over the raw bytes for what the CSV parser cannot see or would hide.
+
+    Finds NUL bytes (binary content) and invalid UTF-8, stopping at the first one, and lists
+    stray quotes (all counted). Each problem has its line and the 0-based field it falls in.
+    """
+    problems: list[dict] = []
+    counts: Counter = Counter()
+    # Lines are counted only once there is a problem to place: clean files never pay for it.
+    lines_before: int | None = None
+    skip = 0
+
+    def add(code: str, data: bytes, at: int, offset: int, message: str) -> None:
+        nonlocal lines_before
+        counts[code] += 1
+        if len(problems) < limit:
+            if lines_before is None:
+                lines_before = _count_lines(path, skip, offset)
+            start = data.rfind(b"\n", 0, at) + 1
+            problems.append({"code": code, "line": lines_before + data.count(b"\n", 0, at) + 1,
+                             "field": field_index(data[start:at], delimiter), "message": message})
+
+    offset, carry = 0, b""  # offset: where `data` starts, in bytes after any BOM
+    with open(path, "rb") as fh:
+        if fh.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
+            skip = len(codecs.BOM_UTF8)
+        fh.seek(skip)
+        while True:
+            chunk = fh.read(SCAN_CHUNK)
+            data = carry + chunk
+            if not data:
+                break
+            end = len(data) if not chunk else _safe_end(data)
+            nul = data.find(b"\x00", 0, end)
+            if nul >= 0:
+                add("binary", data, nul, offset, "the file is binary, not a CSV text file (it contains NUL bytes)")
+                break
+            if not data.isascii():
+                try:
+                    codecs.utf_8_decode(memoryview(data)[:end], "strict", True)
+                except UnicodeDecodeError as exc:
+                    add("encoding", data, exc.start, offset, f"byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8")
+                    break
+            for at in stray_quotes(data, end, delimiter):
+                add("bad_quoting", data, at, offset,
+                    "a quote inside a field that is not quoted, or text after a closing quote; "
+                    "quote the whole field and double the quotes inside it")
+            if not chunk:
+                break
+            if lines_before is not None:
+                lines_before += data.count(b"\n", 0, end)
+            offset += end
+            carry = data[end:]
+    return problems, counts
+
+
+def _count_lines(path: Path, skip: int, size: int) -> int:
+    """Line breaks in the `size` bytes after the first `skip`."""
+    lines = 0
+    with open(path, "rb") as fh:
+        fh.seek(skip)
+        while size > 0:
+            chunk = fh.read(min(SCAN_CHUNK, size))
+            if not chunk:
+                break
+            lines += chunk.count(b"\n")
+            size -= len(chunk)
+    return lines
+
+
+def stray_quotes(data: bytes, end: int, delimiter: str) -> list[int]:
+    """Positions of runs of quotes, starting before `end`, with ordinary text on both sides.
+
+    Inside a quoted field quotes come in pairs (""), so an odd run there is a field closed
+    too early ("ab"c, which pyarrow would silently read as abc); in an unquoted field it is a
+    quote that belongs in a quoted field, doubled.
+    """
+    first, last = data.find(b'"', 0, end), data.rfind(b'"')
+    if first < 0:
+        return []
+    # Only the stretch that holds quotes, with a line break on either side standing for the
+    # start and the end of the data.
+    low, high = max(first - 1, 0), min(last + 2, len(data))
+    text = np.frombuffer(b"\n" + data[low:high] + b"\n", dtype=np.uint8)
+    plain = np.ones(256, dtype=bool)
+    plain[list(b'"\r\n' + delimiter.encode())] = False
+    quotes = np.flatnonzero(text == 0x22)
+    starts = quotes[plain[text[quotes - 1]]]  # runs that follow ordinary text
+    after = text[starts + 1]
+    single = after != 0x22
+    found = starts[single & plain[after]].tolist()
+    for start in starts[~single].tolist():  # "" and longer runs: rare, so a loop will do
+        stop = start
+        while text[stop] == 0x22:
+            stop += 1
+        if (stop - start) % 2 and plain[text[stop]]:
+            found.append(start)
+    return sorted(at - 1 + low for at in found if at - 1 + low < end)
+
+
+def _safe_end(data: bytes) -> int:
+    """Where to cut a chunk so that no UTF-8 character and no run of quotes is split: before
+    the character that precedes a trailing run of quotes (the next chunk needs it to judge
+    that run), or before the last character."""
+    end = len(data) - 1
+    while end > 0 and data[end] == 0x22:
+        end -= 1
+    lead = end
+    while lead > 0 and 0x80 <= data[lead] < 0xC0 and end - lead < 3:
+        lead -= 1
+    return lead

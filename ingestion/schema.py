@@ -31,9 +31,16 @@ class LearnedSchema:
 
 
 def learn_schema(csv_path: Path, *, target: str, id_column: str = "", positive_label: str = "") -> LearnedSchema:
-    header, delimiter = csvio.read_header(csv_path)
+    try:
+        header, delimiter = csvio.read_header(csv_path)
+    except csvio.HeaderError as exc:
+        raise SchemaError(str(exc)) from None
     _check_named_columns(header, target, id_column)
-    table = csvio.read_all_as_strings(csv_path, delimiter=delimiter, columns=header)
+    try:
+        table = csvio.read_all_as_strings(csv_path, delimiter=delimiter, columns=header)
+    except pa.ArrowInvalid as exc:
+        # Callers report SchemaError as a message; the full check with lines comes at ingest.
+        raise SchemaError(f"the file could not be read as CSV: {exc}") from None
     if table.num_rows == 0:
         raise SchemaError("the file has a header but no rows")
     labels = _target_labels(table.column(target), target)

@@ -21,26 +21,29 @@ class StatsAccumulator:
         self.missing = Counter()
         self.labels = Counter()
 
-    def add(self, batch: pa.RecordBatch) -> None:
+    def add(self, batch: pa.RecordBatch, counts: dict[str, list[tuple[str, int]]] | None = None) -> None:
+        """Add a typed batch; `counts` may hold value counts already made for some columns."""
+        counts = counts or {}
         self.rows += batch.num_rows
         for name, acc in self.numeric.items():
-            values = batch.column(name)
-            present = pc.drop_null(values)
+            values = batch.column(name)  # the aggregates skip nulls: no need to drop them first
+            present = len(values) - values.null_count
             acc["missing"] += values.null_count
-            if len(present):
-                acc["count"] += len(present)
-                acc["sum"] += pc.sum(present).as_py()
-                acc["sumsq"] += pc.sum(pc.multiply(present, present)).as_py()
-                low, high = pc.min_max(present).values()
+            if present:
+                acc["count"] += present
+                acc["sum"] += pc.sum(values).as_py()
+                acc["sumsq"] += pc.sum(pc.multiply(values, values)).as_py()
+                low, high = pc.min_max(values).values()
                 acc["min"] = _pick(min, acc["min"], low.as_py())
                 acc["max"] = _pick(max, acc["max"], high.as_py())
         for name, counter in self.categorical.items():
             values = batch.column(name)
             self.missing[name] += values.null_count
-            for row in pc.value_counts(pc.drop_null(values)).to_pylist():
-                counter[row["values"]] += row["counts"]
-        for row in pc.value_counts(batch.column(self.schema.target)).to_pylist():
-            self.labels[row["values"]] += row["counts"]
+            for value, n in counts.get(name) or value_counts(pc.drop_null(values)):
+                counter[value] += n
+        target = self.schema.target
+        for value, n in counts.get(target) or value_counts(batch.column(target)):
+            self.labels[value] += n
 
     def as_dict(self) -> dict:
         return {
@@ -52,6 +55,12 @@ class StatsAccumulator:
                 for name, counter in self.categorical.items()
             },
         }
+
+
+def value_counts(values: pa.Array) -> list[tuple[str, int]]:
+    """(value, count) pairs of an array's distinct values."""
+    counts = pc.value_counts(values)
+    return list(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 
 
 def _pick(fn, a, b):

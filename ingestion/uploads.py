@@ -1,6 +1,7 @@
 """Receiving files: streamed to disk in chunks, hashed on the way, cut off past the size limit."""
 import hashlib
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO
 
@@ -49,13 +50,20 @@ def store_stream(source: BinaryIO) -> tuple[Path, str, int]:
     target.parent.mkdir(parents=True, exist_ok=True)
     digest, size = hashlib.sha256(), 0
     try:
-        with open(target, "wb") as out:
+        # hashlib lets go of the GIL on large chunks, so each chunk is hashed on a second
+        # thread while the next one is read and written.
+        with open(target, "wb") as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+            hashing = None
             while chunk := source.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
                     raise UploadTooLarge(size, limit)
-                digest.update(chunk)
+                if hashing is not None:
+                    hashing.result()
+                hashing = hasher.submit(digest.update, chunk)
                 out.write(chunk)
+            if hashing is not None:
+                hashing.result()
     except BaseException:
         target.unlink(missing_ok=True)
         raise

@@ -4,6 +4,8 @@ A file is accepted whole or refused whole: `validate_and_convert` always reads t
 the report counts every problem (and lists the first 100 with line and column), and the
 caller keeps the Parquet output only when the report has no errors.
 """
+import queue
+import threading
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import csvio
-from .stats import StatsAccumulator
+from .stats import StatsAccumulator, value_counts
 
 MAX_LISTED = 100
 CODES = {
@@ -100,30 +102,33 @@ def validate_and_convert(raw: Path, schema, parquet_out: Path) -> tuple[Report, 
     try:
         header, report.delimiter = csvio.read_header(raw)
     except csvio.HeaderError as exc:
-        report.error(exc.code, str(exc))
+        report.error(exc.code, str(exc), line=exc.line)
         return report, {}
     report.columns = header
     if not _check_header(header, schema, report):
         return report, {}
+    if not _check_bytes(raw, header, report):
+        return report, {}
     checker = _BlockChecker(schema, report)
-    ragged = []
-    target_schema = arrow_schema(schema)
+    skipped = _SkippedRows()
     try:
-        with pq.ParquetWriter(parquet_out, target_schema, compression="snappy") as writer:
+        with _ParquetSink(parquet_out, arrow_schema(schema), dictionary=schema.categorical_features + [schema.target]) as sink:
             for block in csvio.stream_batches(
-                raw, header=header, delimiter=report.delimiter, columns=schema.columns,
-                on_bad_row=lambda row: ragged.append(row) or "skip",
+                raw, header=header, delimiter=report.delimiter, columns=schema.columns, on_bad_row=skipped, utf8_checked=True,
             ):
                 typed = checker.check(block)
-                if report.ok and not ragged:
-                    writer.write_table(pa.Table.from_batches([typed], schema=target_schema))
+                if report.ok and not skipped.count:
+                    sink.write(typed)
     except pa.ArrowInvalid as exc:
-        _report_arrow_error(exc, report)
-    if ragged:
-        _report_ragged(raw, report, expected=len(header))
+        _report_arrow_error(exc, raw, report, expected=len(header))
+    else:
+        if skipped.count:
+            _report_ragged(raw, report, expected=len(header))
     if report.ok and report.rows == 0:
         report.error("no_rows", "the file has a header but no rows")
     checker.finish()
+    if not report.ok:
+        _locate(raw, report, expected=len(header))
     return report, checker.stats.as_dict()
 
 
@@ -141,116 +146,296 @@ def _check_header(header: list[str], schema, report: Report) -> bool:
     return report.ok
 
 
+def _check_bytes(raw: Path, header: list[str], report: Report) -> bool:
+    """NUL bytes, invalid UTF-8 and stray quotes; False when the file cannot be read as text at all."""
+    problems, counts = csvio.scan_bytes(raw, delimiter=report.delimiter, limit=MAX_LISTED)
+    for problem in problems:
+        column = header[problem["field"]] if problem["field"] < len(header) else None
+        report.error(problem["code"], problem["message"], line=problem["line"], column=column)
+    for code, n in counts.items():
+        report.error_counts[code] += n - sum(1 for p in problems if p["code"] == code)
+    return not (counts["binary"] or counts["encoding"])
+
+
+class _SkippedRows:
+    """pyarrow's handler for rows with the wrong number of fields: count them, skip them.
+    (Keeping the rows themselves would cost memory in proportion to a badly broken file.)"""
+
+    def __init__(self):
+        self.count = 0
+
+    def __call__(self, row) -> str:
+        self.count += 1
+        return "skip"
+
+
+class _ParquetSink:
+    """Writes typed blocks on a thread of its own, so writing one block overlaps checking the next."""
+
+    def __init__(self, path: Path, schema: pa.Schema, *, dictionary: list[str]):
+        # Dictionary encoding only where it pays (categories, labels), not for numbers and ids,
+        # and no column statistics (nothing filters on them): a third less work writing.
+        self._writer = pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=dictionary, write_statistics=False)
+        self._queue: queue.Queue = queue.Queue(maxsize=2)  # at most two blocks wait: memory stays bounded
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="parquet-sink", daemon=True)
+
+    def __enter__(self) -> "_ParquetSink":
+        self._thread.start()
+        return self
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(batch)
+
+    def _run(self) -> None:
+        while (batch := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._writer.write_batch(batch)
+                except BaseException as exc:  # handed to the reading thread
+                    self._error = exc
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        self._writer.close()
+        if self._error is not None and exc_type is None:
+            raise self._error
+
+
+# inf and NaN as people write them, and the usual words for "no value" that are not numbers either.
+NOT_FINITE_PATTERN = r"^[+-]?(inf|infinity|nan|na|n/a|null|none)$"
+MESSAGES = {
+    "not_finite": "{value!r} is not a finite number",
+    "not_a_number": "{value!r} is not a number",
+    "empty_label": "the target is empty",
+    "unknown_label": "{value!r} is not a target label ({labels})",
+    "empty_id": "the id is empty",
+}
+# Ids longer than this are hashed by pandas instead (rare, slower).
+HASHED_ID_BYTES = 64
+_ID_TABLE = np.random.default_rng(20240601).integers(0, np.iinfo(np.uint64).max, size=(HASHED_ID_BYTES + 1, 256),
+                                                     dtype=np.uint64, endpoint=True)
+_ID_TABLE_FLAT = _ID_TABLE[:HASHED_ID_BYTES].reshape(-1)
+# Duplicate ids are counted one range of hash values at a time, so counting needs only
+# 1/ID_HASH_RANGES more memory than the hashes themselves.
+ID_HASH_RANGES = 16
+
+
 class _BlockChecker:
-    """Vectorised checks of one block of rows; keeps the running line number and stats."""
+    """Vectorised checks of one block of rows; keeps the running row count and stats."""
 
     def __init__(self, schema, report: Report):
         self.schema = schema
         self.report = report
         self.stats = StatsAccumulator(schema)
-        self.new_categories: dict[str, Counter] = {name: Counter() for name in schema.categorical_features}
-        self.known = {f["name"]: pa.array(f.get("categories", []), pa.string()) for f in schema.features}
+        self.target_schema = arrow_schema(schema)
+        self.numeric = set(schema.numeric_features)
+        self.order = {name: i for i, name in enumerate(schema.columns)}
+        self.labels = pa.array(schema.labels, pa.string())
+        self.label_text = " or ".join(map(repr, schema.labels))
         self.id_hashes: list[np.ndarray] = []  # 8 bytes a row, not the ids themselves
         self.duplicate_ids = 0
+        self.found: list[tuple] = []
+        self.counts: dict[str, list[tuple[str, int]]] = {}
 
     def check(self, block: pa.RecordBatch) -> pa.RecordBatch:
-        first_line = self.report.rows + 2  # line 1 is the header
+        first_record = self.report.rows  # the parser's 0-based row number of the block's first row
         self.report.rows += block.num_rows
+        self.found = []
+        self.counts = {}
         arrays = []
         for name in self.schema.columns:
-            values = pc.utf8_trim_whitespace(block.column(name))
-            if name in self.schema.numeric_features:
-                values = self._numeric(name, values, first_line)
+            values = block.column(name)
+            if name in self.numeric:
+                values = self._numeric(name, values)
             elif name == self.schema.target:
-                self._target(values, first_line)
+                values = self._target(values)
             elif name == self.schema.id_column:
-                self._ids(values, first_line)
+                values = self._ids(values)
             else:
                 values = self._categorical(name, values)
             arrays.append(values)
-        typed = pa.RecordBatch.from_arrays(arrays, schema=arrow_schema(self.schema))
-        self.stats.add(typed)
+        self._list_found(first_record)
+        typed = pa.RecordBatch.from_arrays(arrays, schema=self.target_schema)
+        self.stats.add(typed, counts=self.counts)
         return typed
 
-    def _numeric(self, name: str, values: pa.Array, first_line: int) -> pa.Array:
-        empty = pc.equal(values, "")
-        bad = pc.and_(pc.invert(csvio.is_number(values)), pc.invert(empty))
-        self._report_rows(bad, values, first_line, name, self._numeric_problem)
-        clean = pc.if_else(pc.or_(bad, empty), pa.scalar(None, pa.string()), values)
+    def _numeric(self, name: str, values: pa.Array) -> pa.Array:
+        present = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+        try:
+            # Arrow's cast takes exactly our numbers plus inf and nan in their spellings, so a
+            # clean column needs no pattern matching; a column with anything else takes the slow path.
+            numbers = pc.cast(present, pa.float64())
+        except pa.ArrowInvalid:
+            numbers = self._numeric_slow(name, values)
+        # inf and NaN, written as such or too large for a float (1e999).
+        finite = pc.sum(pc.is_finite(numbers)).as_py() or 0
+        if finite == len(numbers) - numbers.null_count:
+            return numbers
+        not_finite = pc.fill_null(pc.invert(pc.is_finite(numbers)), False)
+        self._problem("not_finite", not_finite, values, name)
+        return pc.if_else(not_finite, pa.scalar(None, pa.float64()), numbers)
+
+    def _numeric_slow(self, name: str, values: pa.Array) -> pa.Array:
+        text = pc.utf8_trim_whitespace(values)
+        empty = pc.equal(text, "")
+        bad = pc.and_(pc.invert(csvio.is_number(text)), pc.invert(empty))
+        word = pc.match_substring_regex(text, NOT_FINITE_PATTERN, ignore_case=True)
+        self._problem("not_finite", pc.and_(bad, word), values, name)
+        self._problem("not_a_number", pc.and_(bad, pc.invert(word)), values, name)
+        clean = pc.if_else(pc.or_(bad, empty), pa.scalar(None, pa.string()), text)
         return pc.cast(clean, pa.float64())
 
-    @staticmethod
-    def _numeric_problem(value: str) -> tuple[str, str]:
-        if value.lower().lstrip("+-") in ("inf", "infinity", "nan", "na", "n/a", "null", "none"):
-            return "not_finite", f"{value!r} is not a finite number"
-        return "not_a_number", f"{value!r} is not a number"
-
-    def _target(self, values: pa.Array, first_line: int) -> None:
+    def _target(self, values: pa.Array) -> pa.Array:
+        counts = value_counts(values)
+        if all(value in self.schema.labels for value, _ in counts):
+            self.counts[self.schema.target] = counts  # the usual case: nothing to trim or report
+            return values
+        values = pc.utf8_trim_whitespace(values)
         empty = pc.equal(values, "")
-        unknown = pc.and_(pc.invert(pc.is_in(values, value_set=pa.array(self.schema.labels))), pc.invert(empty))
-        target = self.schema.target
-        self._report_rows(empty, values, first_line, target, lambda v: ("empty_label", "the target is empty"))
-        labels = " or ".join(map(repr, self.schema.labels))
-        self._report_rows(unknown, values, first_line, target, lambda v: ("unknown_label", f"{v!r} is not a target label ({labels})"))
-
-    def _ids(self, values: pa.Array, first_line: int) -> None:
-        column = self.schema.id_column
-        self._report_rows(pc.equal(values, ""), values, first_line, column, lambda v: ("empty_id", "the id is empty"))
-        self.id_hashes.append(pd.util.hash_array(values.to_numpy(zero_copy_only=False)))
-
-    def _categorical(self, name: str, values: pa.Array) -> pa.Array:
-        values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-        unseen = pc.filter(values, pc.invert(pc.is_in(values, value_set=self.known[name], skip_nulls=True)))
-        unseen = pc.drop_null(unseen)
-        if len(unseen):
-            for row in pc.value_counts(unseen).to_pylist():
-                self.new_categories[name][row["values"]] += row["counts"]
+        unknown = pc.and_(pc.invert(pc.is_in(values, value_set=self.labels)), pc.invert(empty))
+        self._problem("empty_label", empty, values, self.schema.target)
+        self._problem("unknown_label", unknown, values, self.schema.target)
         return values
 
-    def _report_rows(self, mask: pa.Array, values: pa.Array, first_line: int, column: str, describe) -> None:
-        count = pc.sum(mask).as_py() or 0
-        if not count:
-            return
-        positions = pc.indices_nonzero(mask)
+    def _ids(self, values: pa.Array) -> pa.Array:
+        values = pc.utf8_trim_whitespace(values)
+        self._problem("empty_id", pc.equal(values, ""), values, self.schema.id_column)
+        self.id_hashes.append(np.sort(hash_strings(values)))
+        return values
+
+    def _categorical(self, name: str, values: pa.Array) -> pa.Array:
+        # Counting the raw values first (the stats need the counts anyway) shows whether any
+        # value needs trimming, which most columns do not: trimming every column costs more.
+        counts = value_counts(values)
+        if any(value != value.strip() for value, _ in counts):
+            values = pc.utf8_trim_whitespace(values)
+            counts = value_counts(values)
+        self.counts[name] = [(value, n) for value, n in counts if value != ""]
+        if len(self.counts[name]) < len(counts):
+            values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+        return values
+
+    def _problem(self, code: str, mask: pa.Array, values: pa.Array, column: str) -> None:
+        count = pc.sum(mask).as_py()
+        if count:
+            self.found.append((code, count, mask, values, column))
+
+    def _list_found(self, first_record: int) -> None:
+        """Count every problem of the block; list the earliest ones, in row order, while there is room."""
         room = MAX_LISTED - len(self.report.errors)
-        for i in positions.slice(0, max(room, 1)).to_pylist():
-            code, message = describe(values[i].as_py())
-            self.report.error(code, message, line=first_line + i, column=column)
-        if count > room:
-            code, _ = describe(values[positions[0].as_py()].as_py())
-            self.report.error_counts[code] += count - max(room, 1)
+        candidates = []
+        for code, count, mask, values, column in self.found:
+            self.report.error_counts[code] += count
+            if room > 0:
+                for i in pc.indices_nonzero(mask).slice(0, room).to_pylist():
+                    candidates.append((i, self.order[column], code, column, values))
+        candidates.sort(key=lambda c: (c[0], c[1]))
+        for i, _, code, column, values in candidates[:max(room, 0)]:
+            message = MESSAGES[code].format(value=values[i].as_py(), labels=self.label_text)
+            record = first_record + i
+            # A provisional line (header + row number); _locate corrects it for blank lines,
+            # skipped rows and values that span lines.
+            self.report.errors.append({"code": code, "line": record + 2, "column": column, "message": message, "_record": record})
 
     def finish(self) -> None:
         if self.id_hashes:
-            hashes = np.concatenate(self.id_hashes)
-            self.duplicate_ids = len(hashes) - len(np.unique(hashes))
-        for name, counter in self.new_categories.items():
-            if counter:
-                shown = ", ".join(f"{value!r} ×{n}" for value, n in counter.most_common(10))
-                self.report.warn("new_category", f"{name}: values not seen before: {shown}", column=name, values=dict(counter.most_common(50)))
+            self.duplicate_ids = _count_repeats(self.id_hashes)
+            self.id_hashes = []
+        for feature in self.schema.features:
+            if feature["kind"] != "categorical":
+                continue
+            known = set(feature.get("categories", []))
+            unseen = Counter({value: n for value, n in self.stats.categorical[feature["name"]].items() if value not in known})
+            if unseen:
+                name = feature["name"]
+                shown = ", ".join(f"{value!r} ×{n}" for value, n in unseen.most_common(10))
+                self.report.warn("new_category", f"{name}: values not seen before: {shown}", column=name, values=dict(unseen.most_common(50)))
         if self.duplicate_ids:
             self.report.warn("duplicate_ids", f"{self.duplicate_ids} row(s) repeat an id already in the file; the last one wins", count=self.duplicate_ids)
 
 
-def _report_arrow_error(exc: pa.ArrowInvalid, report: Report) -> None:
+def _count_repeats(sorted_blocks: list[np.ndarray]) -> int:
+    """How many values repeat an earlier one, over several sorted arrays of hashes."""
+    edges = np.arange(1, ID_HASH_RANGES, dtype=np.uint64) * np.uint64(2**64 // ID_HASH_RANGES)
+    splits = [np.concatenate(([0], np.searchsorted(block, edges), [len(block)])) for block in sorted_blocks]
+    repeats = 0
+    for part in range(ID_HASH_RANGES):
+        values = np.concatenate([block[split[part]:split[part + 1]] for block, split in zip(sorted_blocks, splits)])
+        values.sort()
+        repeats += int(np.count_nonzero(values[1:] == values[:-1]))
+    return repeats
+
+
+def hash_strings(values: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string, computed from Arrow's buffers without making Python objects.
+
+    Tabulation hashing: the XOR of one random word per (position, byte) and one for the length.
+    Strings longer than HASHED_ID_BYTES are hashed by pandas instead.
+    """
+    if isinstance(values, pa.ChunkedArray):
+        values = values.combine_chunks()
+    values = pc.fill_null(values, "").cast(pa.string())
+    n = len(values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]
+    data = values.buffers()[2]
+    text = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.empty(0, np.uint8)
+    lengths = np.diff(offsets)
+    starts = offsets[:-1] - offsets[0]
+    # Index into the flattened table: position in the string (capped) * 256 + the byte.
+    index = np.arange(len(text), dtype=np.int32)
+    index -= np.repeat(starts, lengths)
+    np.minimum(index, HASHED_ID_BYTES - 1, out=index)
+    index <<= 8
+    index += text
+    words = _ID_TABLE_FLAT[index]
+    hashes = np.zeros(n, dtype=np.uint64)
+    filled = lengths > 0  # reduceat needs strictly increasing starts: leave empty strings at 0
+    if filled.any():
+        hashes[filled] = np.bitwise_xor.reduceat(words, starts[filled])
+    hashes ^= _ID_TABLE[HASHED_ID_BYTES, np.minimum(lengths, 255)]
+    long = lengths > HASHED_ID_BYTES
+    if long.any():
+        hashes[long] = pd.util.hash_array(values.filter(pa.array(long)).to_numpy(zero_copy_only=False))
+    return hashes
+
+
+def _report_arrow_error(exc: pa.ArrowInvalid, raw: Path, report: Report, *, expected: int) -> None:
     message = str(exc)
+    if "skip initial" in message.lower():
+        return  # a header without a line ending and nothing after it: "no rows" follows
     if "UTF8" in message or "utf8" in message.lower():
         report.error("encoding", "the file is not UTF-8 text; save it as UTF-8", line=None)
-    elif "quote" in message.lower():
-        report.error("bad_quoting", f"a quoted field is not closed: {message}")
-    else:
+        return
+    # Usually a quote left open, which swallows the rest of the file: find where it starts.
+    if not _report_ragged(raw, report, expected=expected, fallback=False):
         report.error("parse_error", f"the CSV could not be read: {message}")
 
 
-def _report_ragged(raw: Path, report: Report, *, expected: int) -> None:
+def _report_ragged(raw: Path, report: Report, *, expected: int, fallback: bool = True) -> bool:
     room = max(MAX_LISTED - len(report.errors), 1)
     rows, total = csvio.locate_ragged_rows(raw, delimiter=report.delimiter, expected=expected, limit=room)
     for row in rows:
         if row.get("error") or row["fields"] is None:
-            report.error("bad_quoting", f"bad quoting: {row.get('error')}", line=row["line"])
+            report.error("bad_quoting", f"a quoted field starting on this line is not closed properly ({row.get('error')})", line=row["line"])
         else:
             report.error("ragged_row", f"{row['fields']} fields where the header has {expected}", line=row["line"])
     if total > len(rows):
         report.error_counts["ragged_row"] += total - len(rows)
-    if not rows:
+    if not rows and fallback:
         report.error("bad_quoting", "a quoted field runs past the end of its row (check the quote characters)")
+    return bool(rows)
+
+
+def _locate(raw: Path, report: Report, *, expected: int) -> None:
+    """Give the listed row problems their real line numbers, then list everything in line order."""
+    records = {error["_record"] for error in report.errors if "_record" in error}
+    lines = csvio.record_lines(raw, delimiter=report.delimiter, expected=expected, records=records) if records else {}
+    for error in report.errors:
+        record = error.pop("_record", None)
+        if record in lines:
+            error["line"] = lines[record]
+    report.errors.sort(key=lambda error: error.get("line") or 0)
