@@ -11,14 +11,10 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
-from contextlib import closing, contextmanager
-from pathlib import Path
+from contextlib import closing
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
@@ -33,12 +29,11 @@ from ingestion.services import DuplicateUpload, get_data_stats, ingest_path
 from modelhub import artifacts, retraining, services
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 from testing import builders
+from testing.worker import INGEST, RETRAIN_VIA_WEB, Site
 
 pytestmark = pytest.mark.scaleout
 
-ROOT = Path(__file__).resolve().parent.parent
 SECRET = "scaleout-worker-test-secret-key"
-MARK = "RESULT:"
 QUEUE_KEY = "django_q:clsite:q"  # django-q2's Redis list for the cluster named "clsite" (Q_CLUSTER["name"])
 
 
@@ -315,85 +310,12 @@ def worker_redis():
         client.close()
 
 
-RETRAIN_VIA_WEB = """
-import json
-from django.contrib.auth import get_user_model
-from django.core.management import call_command
-from django.test import Client
-from django_q.brokers import get_broker
-from modelhub import roles
-call_command("ingest", {path!r})
-user, _ = get_user_model().objects.get_or_create(username="worker-test-engineer")
-roles.assign_role(user, roles.ML_ENGINEER)
-client = Client(HTTP_HOST="127.0.0.1")
-client.force_login(user)
-response = client.post("/runs/start/")
-broker = get_broker()
-print("RESULT:" + json.dumps({{"code": response.status_code, "location": response.get("Location", ""),
-                              "broker": type(broker).__name__, "queued": broker.queue_size()}}))
-"""
-
-
-class Site:
-    """A CL_HOME, a database and a broker for manage.py subprocesses."""
-
-    def __init__(self, home: Path, database_url: str, redis_url: str):
-        drop = {"DATABASE_URL", "REDIS_URL", "CL_HOME", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "Q_WORKERS", "Q_TIMEOUT"}
-        self.env = {k: v for k, v in os.environ.items() if k not in drop}
-        self.env.update(CL_HOME=str(home), DATABASE_URL=database_url, REDIS_URL=redis_url, DJANGO_SECRET_KEY=SECRET,
-                        DJANGO_SETTINGS_MODULE="clsite.settings", PYTHONUNBUFFERED="1")
-        self.home = home
-        self.worker_log = home / "worker.log"
-
-    def manage(self, *args: str, timeout: float = 240) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
-        assert done.returncode == 0, f"manage.py {args[0]} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def shell(self, code: str) -> dict:
-        result = {}
-        for line in self.manage("shell", "-c", code).splitlines():
-            if line.startswith(MARK):
-                result.update(json.loads(line[len(MARK):]))
-        return result
-
-    @contextmanager
-    def worker(self):
-        with open(self.worker_log, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            # SIGTERM to qcluster itself (it stops its children), then SIGKILL anything left in its group.
-            try:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-                    try:
-                        proc.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        pass
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-                proc.wait(timeout=10)
-
-    def log_tail(self) -> str:
-        try:
-            return self.worker_log.read_text(errors="replace")[-3000:]
-        except OSError:
-            return "(no worker log)"
-
-
 def test_the_real_worker_on_postgresql_with_the_redis_broker(tmp_path, worker_database, worker_redis):
     db_name, db_url, pg_params = worker_database
     redis_url, r = worker_redis
     home = tmp_path / "cl_home"
     home.mkdir()
-    site = Site(home, db_url, redis_url)
+    site = Site(home, db_url, secret=SECRET, redis_url=redis_url)
     demo = builders.DemoData(tmp_path / "csv")
     initial, batch = demo.write("initial.csv", slice(0, 2000)), demo.write("batch.csv", slice(2000, 2600))
 
@@ -401,7 +323,7 @@ def test_the_real_worker_on_postgresql_with_the_redis_broker(tmp_path, worker_da
     assert "v1.0" in site.manage("init_cl_system", "--data", str(initial), "--target", "churn", "--id-column", "customer_id")
 
     # Upload and "Retrain now" on the web, before any worker runs: the task waits in Redis.
-    queued = site.shell(RETRAIN_VIA_WEB.format(path=str(batch)))
+    queued = site.shell(INGEST.format(path=str(batch)), RETRAIN_VIA_WEB)
     assert queued["code"] == 302, queued
     assert queued["broker"] == "Redis" and queued["queued"] == 1, queued
     run_id = int(queued["location"].rstrip("/").rsplit("/", 1)[1])

@@ -9,39 +9,15 @@ django-q2's scheduler looks at the schedules every ~30 seconds, so the test star
 soon as the tables exist and overlaps the rest of the set-up with that wait.
 """
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
-from contextlib import closing, contextmanager
+from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
 from testing import builders
+from testing.worker import INGEST, RETRAIN_VIA_WEB, Site, wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
-MARK = "RESULT:"
 SECRET = "worker-test-secret-key-not-used-anywhere-else"
-
-# Logs in an ML engineer and presses "Retrain now": the view creates the queued run and
-# enqueues modelhub.tasks.run_queued_retraining, exactly as in production.
-RETRAIN_VIA_WEB = """
-import json
-from django.contrib.auth import get_user_model
-from django.test import Client
-from django_q.brokers import get_broker
-from modelhub import roles
-user, _ = get_user_model().objects.get_or_create(username="worker-test-engineer")
-roles.assign_role(user, roles.ML_ENGINEER)
-client = Client(HTTP_HOST="127.0.0.1")
-client.force_login(user)
-response = client.post("/runs/start/")
-broker = get_broker()
-print("RESULT:" + json.dumps({"code": response.status_code, "location": response.get("Location", ""),
-                              "broker": type(broker).__name__, "queued": broker.queue_size()}))
-"""
 
 # Makes the "retraining" schedule due now, as if its time had come.
 SCHEDULE_DUE = """
@@ -54,96 +30,11 @@ due = Schedule.objects.filter(name=schedule.NAME, func=schedule.TASK).update(nex
 print("RESULT:" + json.dumps({"due": due}))
 """
 
-INGEST = """
-from django.core.management import call_command
-call_command("ingest", {path!r})
-"""
-
 
 def afternoon_zone() -> str:
     offset = (14 - datetime.now(timezone.utc).hour) % 24
     offset = offset - 24 if offset > 14 else offset
     return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
-
-
-class Site:
-    """One CL_HOME and database, used by manage.py subprocesses (never by this process's Django)."""
-
-    def __init__(self, home: Path, database_url: str, redis_url: str = ""):
-        self.home = home
-        drop = {"DATABASE_URL", "REDIS_URL", "CL_HOME", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "Q_WORKERS", "Q_TIMEOUT"}
-        self.env = {k: v for k, v in os.environ.items() if k not in drop}
-        self.env.update(CL_HOME=str(home), DATABASE_URL=database_url, DJANGO_SECRET_KEY=SECRET,
-                        DJANGO_SETTINGS_MODULE="clsite.settings", PYTHONUNBUFFERED="1")
-        if redis_url:
-            self.env["REDIS_URL"] = redis_url
-        # The schedule's own time (02:00 on the site's clock) must not come round during the test:
-        # run the site in a zone where it is early afternoon now.
-        self.env["TIME_ZONE"] = afternoon_zone()
-        self.worker_log = home / "worker.log"
-
-    def manage(self, *args: str, timeout: float = 240) -> str:
-        done = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env, capture_output=True,
-                              text=True, timeout=timeout)
-        assert done.returncode == 0, f"manage.py {args[0]} exited {done.returncode}\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def shell(self, *snippets: str) -> dict:
-        out = self.manage("shell", "-c", "\n".join(snippets))
-        result = {}
-        for line in out.splitlines():
-            if line.startswith(MARK):
-                result.update(json.loads(line[len(MARK):]))
-        return result
-
-    @contextmanager
-    def worker(self):
-        """`manage.py qcluster` in its own process group; always stopped, the whole group, on the way out."""
-        with open(self.worker_log, "wb") as log:
-            proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env, stdout=log,
-                                    stderr=subprocess.STDOUT, start_new_session=True)
-        try:
-            yield proc
-        finally:
-            stop_group(proc)
-
-    def log_tail(self, chars: int = 3000) -> str:
-        try:
-            return self.worker_log.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no worker log)"
-
-
-def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to qcluster itself (it stops its own children within seconds), then SIGKILL whatever is left of the group.
-
-    (A SIGTERM to the whole group kills the children under the sentinel, which then waits for them forever.)
-    """
-    try:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                pass
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait(timeout=10)
-
-
-def wait_for(check, *, timeout: float, what: str, site: Site, proc: subprocess.Popen, every: float = 0.5):
-    """Poll `check()` until it returns something truthy; fail with the worker's log otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert proc.poll() is None, f"the worker exited ({proc.returncode}) while waiting for {what}\n{site.log_tail()}"
-        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}; last saw {check.last!r}\n{site.log_tail()}"
-        time.sleep(every)
 
 
 class SQLiteRows:
@@ -190,7 +81,9 @@ def test_the_real_worker_runs_requested_and_scheduled_retrainings(tmp_path):
     home = tmp_path / "cl_home"
     home.mkdir()
     db_file = home / "worker.sqlite3"
-    site = Site(home, f"sqlite:///{db_file}")
+    # The schedule's own time (02:00 on the site's clock) must not come round during the test:
+    # run the site in a zone where it is early afternoon now.
+    site = Site(home, f"sqlite:///{db_file}", secret=SECRET, time_zone=afternoon_zone())
     demo = builders.DemoData(tmp_path / "csv")
     initial = demo.write("initial.csv", slice(0, 2000))
     first = demo.write("requested_batch.csv", slice(2000, 2600))
