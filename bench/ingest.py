@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # for the testing package
 DEMO = ROOT / "demo" / "telco_churn.csv"
 MB = 1024 * 1024
 MERGE_BATCH_ROWS = 10_000
@@ -65,28 +66,14 @@ def build_in_child(jobs: list[tuple]) -> None:
         raise SystemExit("building the bench files failed")
 
 
-# Runs `manage.py ingest FILE` and writes the process's own peak resident memory (VmHWM) to
-# the file named by the last argument. getrusage is no use here: after fork and exec, Linux
-# counts the parent's memory at the fork in the child's ru_maxrss.
-INGEST_AND_REPORT_PEAK = """
-import runpy, sys
-path, report = sys.argv[1], sys.argv[2]
-sys.argv = ["manage.py", "ingest", path]
-try:
-    runpy.run_path("manage.py", run_name="__main__")
-finally:
-    with open("/proc/self/status") as status, open(report, "w") as out:
-        out.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
-"""
-
-
 def peak_memory_of_ingest_command(path: Path, cl_home: Path) -> int:
     """Peak resident memory (bytes) of `manage.py ingest path`: the whole process, Django included."""
     report = cl_home / "tmp" / "ingest-peak.txt"
     env = dict(os.environ, CL_HOME=str(cl_home), DJANGO_SETTINGS_MODULE="clsite.settings")
     env.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
-    done = subprocess.run([sys.executable, "-c", INGEST_AND_REPORT_PEAK, str(path), str(report)], cwd=ROOT, env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    from testing.memory import ingest_reporting_peak
+
+    done = ingest_reporting_peak(path, report, env=env)
     if done.returncode != 0:
         raise SystemExit(f"manage.py ingest failed: {done.stderr[-2000:]}")
     return int(report.read_text()) * 1024

@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 from django.conf import settings
 
+from testing.memory import ingest_reporting_peak
+
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "demo" / "telco_churn.csv"
 MB = 1 << 20
@@ -29,18 +31,6 @@ from ingestion.services import create_schema
 call_command("migrate", verbosity=0)
 create_schema(learn_schema(sys.argv[1], target="churn", id_column="customer_id"))
 """
-
-INGEST_AND_REPORT_PEAK = """
-import runpy
-path, report = sys.argv[1], sys.argv[2]
-sys.argv = ["manage.py", "ingest", path]
-try:
-    runpy.run_path("manage.py", run_name="__main__")
-finally:
-    with open("/proc/self/status") as status, open(report, "w") as out:
-        out.write(next(line for line in status if line.startswith("VmHWM:")).split()[1])
-"""
-
 
 def write_resampled_demo(path: Path, rows: int, id_prefix: str) -> Path:
     """Demo rows drawn at random, each with a fresh id, written without quotes."""
@@ -61,7 +51,8 @@ def run_python(code: str, *args: str, env: dict) -> subprocess.CompletedProcess:
 
 
 def peak_of_ingest(path: Path, env: dict, report: Path) -> tuple[int, str]:
-    done = run_python(INGEST_AND_REPORT_PEAK, str(path), str(report), env=env)
+    done = ingest_reporting_peak(path, report, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
     return int(report.read_text()) * 1024, done.stdout
 
 
