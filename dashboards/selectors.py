@@ -1,6 +1,8 @@
 """Reads for the pages: what each page shows, gathered in one place per page."""
 from django.conf import settings
+from django.db.models import Count, Max
 
+from ingestion.models import MasterPartition
 from ingestion.services import get_data_stats
 from ingestion.uploads import human_bytes
 from modelhub import schedule
@@ -69,7 +71,21 @@ def run_page(run: TrainingRun) -> dict:
 
 def predict_hints() -> dict:
     """Starting values for the prediction form (mean of numbers, commonest category) and which
-    numeric columns are 0/1 flags, read off the master's stored column summaries."""
+    numeric columns are 0/1 flags, read off the master's stored column summaries.
+
+    They change only when a batch joins the master, so each process keeps them per master state.
+    """
+    key = MasterPartition.objects.aggregate(last=Max("pk"), n=Count("pk"))
+    key = (key["last"], key["n"])
+    if _hints_cache.get("key") != key:
+        _hints_cache.update(key=key, hints=_predict_hints())
+    return _hints_cache["hints"]
+
+
+_hints_cache: dict = {}
+
+
+def _predict_hints() -> dict:
     typical, flags = {}, set()
     for name, column in get_data_stats()["columns"].items():
         if column["kind"] == "numeric" and column.get("mean") is not None:

@@ -154,7 +154,7 @@ def runs(request):
     page = Paginator(TrainingRun.objects.select_related("requested_by", "candidate", "live_version"), 25).get_page(request.GET.get("page"))
     return render(request, "dashboards/runs.html", {
         "page": page, "retrain_form": RetrainForm(), "schedule": schedule.describe(),
-        "staged": ingestion.get_data_stats()["staged_files"],
+        "staged": DataBatch.objects.filter(status=DataBatch.Status.STAGED).count(),
     })
 
 
