@@ -93,9 +93,16 @@ def read_options(header: list[str]) -> pacsv.ReadOptions:
     return pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=BLOCK_SIZE)
 
 
-def convert_options(columns: list[str], *, check_utf8: bool = True) -> pacsv.ConvertOptions:
+# Columns with few distinct values (categories, labels) can be read dictionary-encoded: the
+# parser then hands over each distinct string once plus an index per row, and counting,
+# trimming and checking work on the few distinct strings instead of on every row.
+DICTIONARY = pa.dictionary(pa.int32(), pa.string())
+
+
+def convert_options(columns: list[str], *, check_utf8: bool = True, dictionary=()) -> pacsv.ConvertOptions:
+    encoded = set(dictionary)
     return pacsv.ConvertOptions(
-        column_types={name: pa.string() for name in columns},
+        column_types={name: DICTIONARY if name in encoded else pa.string() for name in columns},
         include_columns=columns,
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
@@ -105,17 +112,19 @@ def convert_options(columns: list[str], *, check_utf8: bool = True) -> pacsv.Con
 
 def stream_batches(
     path: Path, *, header: list[str], delimiter: str, columns: list[str], on_bad_row: Callable | None = None,
-    utf8_checked: bool = False,
+    utf8_checked: bool = False, dictionary=(),
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of `columns` as strings; rows with the wrong number of fields go to on_bad_row.
 
+    Columns named in `dictionary` come as dictionary-encoded strings (DICTIONARY), the rest as
+    plain strings; no value is ever null.
     The file is parsed on a thread of its own, a couple of batches ahead of the caller, so
     parsing and the caller's work on the previous batch overlap. Pass utf8_checked=True when
     scan_bytes has already checked the whole file, so the parser need not do it again.
     """
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row)
     reader = pacsv.open_csv(path, read_options=read_options(header), parse_options=parse,
-                            convert_options=convert_options(columns, check_utf8=not utf8_checked))
+                            convert_options=convert_options(columns, check_utf8=not utf8_checked, dictionary=dictionary))
     yield from _read_ahead(_joined_batches(reader))
 
 

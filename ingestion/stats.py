@@ -6,6 +6,7 @@ batches add up to the summary of their union.
 import math
 from collections import Counter
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -59,6 +60,14 @@ class StatsAccumulator:
 
 def value_counts(values: pa.Array) -> list[tuple[str, int]]:
     """(value, count) pairs of an array's distinct values."""
+    if pa.types.is_dictionary(values.type) and not values.null_count and pa.types.is_int32(values.type.index_type):
+        # A count per dictionary entry straight from the indices: several times faster than
+        # hashing them again. Entries no row uses are left out, as value_counts would.
+        indices = values.indices
+        index = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices), offset=indices.offset * 4)
+        counts = np.bincount(index, minlength=len(values.dictionary))
+        used = np.flatnonzero(counts)
+        return list(zip(values.dictionary.take(pa.array(used)).to_pylist(), counts[used].tolist()))
     counts = pc.value_counts(values)
     return list(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
 

@@ -112,9 +112,10 @@ def validate_and_convert(raw: Path, schema, parquet_out: Path) -> tuple[Report, 
     checker = _BlockChecker(schema, report)
     skipped = _SkippedRows()
     try:
-        with _ParquetSink(parquet_out, arrow_schema(schema), dictionary=schema.categorical_features + [schema.target]) as sink:
+        with _ParquetSink(parquet_out, checker.block_schema, dictionary=schema.categorical_features + [schema.target]) as sink:
             for block in csvio.stream_batches(
                 raw, header=header, delimiter=report.delimiter, columns=schema.columns, on_bad_row=skipped, utf8_checked=True,
+                dictionary=schema.categorical_features + [schema.target],
             ):
                 typed = checker.check(block)
                 if report.ok and not skipped.count:
@@ -175,7 +176,11 @@ class _ParquetSink:
     def __init__(self, path: Path, schema: pa.Schema, *, dictionary: list[str]):
         # Dictionary encoding only where it pays (categories, labels), not for numbers and ids,
         # and no column statistics (nothing filters on them): a third less work writing.
-        self._writer = pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=dictionary, write_statistics=False)
+        # Those columns arrive dictionary-encoded already, so the writer takes their dictionaries
+        # as they are. The Arrow schema is not stored: Parquet's own types then read back as
+        # arrow_schema's plain strings and floats, as if the columns had been written decoded.
+        self._writer = pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=dictionary, write_statistics=False,
+                                        store_schema=False)
         self._queue: queue.Queue = queue.Queue(maxsize=2)  # at most two blocks wait: memory stays bounded
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="parquet-sink", daemon=True)
@@ -231,7 +236,9 @@ class _BlockChecker:
         self.schema = schema
         self.report = report
         self.stats = StatsAccumulator(schema)
-        self.target_schema = arrow_schema(schema)
+        # arrow_schema, but with categories and labels kept dictionary-encoded (as read).
+        self.encoded = set(schema.categorical_features) | {schema.target}
+        self.block_schema = pa.schema([pa.field(f.name, csvio.DICTIONARY) if f.name in self.encoded else f for f in arrow_schema(schema)])
         self.numeric = set(schema.numeric_features)
         self.order = {name: i for i, name in enumerate(schema.columns)}
         self.labels = pa.array(schema.labels, pa.string())
@@ -259,12 +266,12 @@ class _BlockChecker:
                 values = self._categorical(name, values)
             arrays.append(values)
         self._list_found(first_record)
-        typed = pa.RecordBatch.from_arrays(arrays, schema=self.target_schema)
+        typed = pa.RecordBatch.from_arrays(arrays, schema=self.block_schema)
         self.stats.add(typed, counts=self.counts)
         return typed
 
     def _numeric(self, name: str, values: pa.Array) -> pa.Array:
-        present = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+        present = _empty_as_null(values)
         try:
             # Arrow's cast takes exactly our numbers plus inf and nan in their spellings, so a
             # clean column needs no pattern matching; a column with anything else takes the slow path.
@@ -290,19 +297,21 @@ class _BlockChecker:
         return pc.cast(clean, pa.float64())
 
     def _target(self, values: pa.Array) -> pa.Array:
+        # Read dictionary-encoded: counting works on the indices, not the text.
         counts = value_counts(values)
         if all(value in self.schema.labels for value, _ in counts):
             self.counts[self.schema.target] = counts  # the usual case: nothing to trim or report
-            return values
-        values = pc.utf8_trim_whitespace(values)
+            return _encoded(values)
+        values = pc.utf8_trim_whitespace(_decoded(values))
         empty = pc.equal(values, "")
         unknown = pc.and_(pc.invert(pc.is_in(values, value_set=self.labels)), pc.invert(empty))
         self._problem("empty_label", empty, values, self.schema.target)
         self._problem("unknown_label", unknown, values, self.schema.target)
-        return values
+        return _encoded(values)
 
     def _ids(self, values: pa.Array) -> pa.Array:
-        values = pc.utf8_trim_whitespace(values)
+        if _may_need_trim(values):
+            values = pc.utf8_trim_whitespace(values)
         self._problem("empty_id", pc.equal(values, ""), values, self.schema.id_column)
         self.id_hashes.append(np.sort(hash_strings(values)))
         return values
@@ -310,14 +319,16 @@ class _BlockChecker:
     def _categorical(self, name: str, values: pa.Array) -> pa.Array:
         # Counting the raw values first (the stats need the counts anyway) shows whether any
         # value needs trimming, which most columns do not: trimming every column costs more.
+        # The column is read dictionary-encoded, so counting works on the indices, not the text.
         counts = value_counts(values)
         if any(value != value.strip() for value, _ in counts):
-            values = pc.utf8_trim_whitespace(values)
+            values = pc.utf8_trim_whitespace(_decoded(values))
             counts = value_counts(values)
         self.counts[name] = [(value, n) for value, n in counts if value != ""]
         if len(self.counts[name]) < len(counts):
+            values = _decoded(values)
             values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-        return values
+        return _encoded(values)
 
     def _problem(self, code: str, mask: pa.Array, values: pa.Array, column: str) -> None:
         count = pc.sum(mask).as_py()
@@ -356,6 +367,52 @@ class _BlockChecker:
                 self.report.warn("new_category", f"{name}: values not seen before: {shown}", column=name, values=dict(unseen.most_common(50)))
         if self.duplicate_ids:
             self.report.warn("duplicate_ids", f"{self.duplicate_ids} row(s) repeat an id already in the file; the last one wins", count=self.duplicate_ids)
+
+
+def _decoded(values: pa.Array) -> pa.Array:
+    """Plain strings from a dictionary-encoded column (as csvio reads categories and labels)."""
+    if pa.types.is_dictionary(values.type):
+        return values.dictionary_decode()
+    return values
+
+
+def _encoded(values: pa.Array) -> pa.Array:
+    """The column as csvio.DICTIONARY, encoding it again if a check had to decode it."""
+    if values.type == csvio.DICTIONARY:
+        return values
+    return pc.dictionary_encode(_decoded(values)).cast(csvio.DICTIONARY)
+
+
+def _may_need_trim(values: pa.Array) -> bool:
+    """False when trimming whitespace surely changes nothing: every non-empty string starts
+    and ends with a visible ASCII character (whitespace, and any byte of a multi-byte
+    character, lies outside 0x21-0x7e). Cheaper than trimming ids that hardly ever need it."""
+    n = len(values)
+    if values.null_count or not n or values.type != pa.string():
+        return True
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]
+    if values.buffers()[2] is None:
+        return True
+    text = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    starts, ends = offsets[:-1], offsets[1:]
+    filled = ends > starts
+    if not filled.all():
+        starts, ends = starts[filled], ends[filled]
+    edges = np.concatenate((text[starts], text[ends - 1]))
+    return bool(((edges < 0x21) | (edges > 0x7E)).any())
+
+
+def _empty_as_null(values: pa.Array) -> pa.Array:
+    """The strings with every "" made null, sharing the text's buffers instead of copying them."""
+    n = len(values)
+    if values.null_count or not n:
+        return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]
+    present = offsets[1:] != offsets[:-1]
+    if present.all():
+        return values
+    validity = pa.py_buffer(np.packbits(present, bitorder="little"))
+    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), values.buffers()[2], validity)
 
 
 def _count_repeats(sorted_blocks: list[np.ndarray]) -> int:
