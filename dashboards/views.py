@@ -219,4 +219,6 @@ def predict_batch(request):
         messages.error(request, f"{uploaded.name}: {exc}")
         return redirect("predict")
     name = uploaded.name.rsplit(".", 1)[0] + f"_predictions_v{version.version}.csv"
-    return FileResponse(open(output, "rb"), as_attachment=True, filename=name, content_type="text/csv")
+    stream = open(output, "rb")
+    output.unlink()  # the open handle keeps the data until the response is sent; nothing is left behind
+    return FileResponse(stream, as_attachment=True, filename=name, content_type="text/csv")

@@ -4,9 +4,14 @@ Each call asks the database which version is active (one indexed query) and relo
 when that changed, so a deployment or rollback reaches every web process at its next request
 without a joblib load per request.
 """
+import tempfile
 import threading
+from pathlib import Path
 
 import pandas as pd
+
+from clsite import home
+from ingestion import csvio
 
 from . import artifacts, training
 from .models import ModelVersion
@@ -53,17 +58,20 @@ class PredictionError(ValueError):
 PREDICT_CHUNK_ROWS = 50_000
 
 
-def predict_csv(source) -> tuple[ModelVersion, "Path"]:
-    """Score a CSV (a path or an uploaded file) in chunks; returns the version and a CSV of results under CL_HOME/tmp."""
-    import tempfile
-    from pathlib import Path
-
-    from clsite import home
-    from ingestion import csvio
-
+def predict_csv(source) -> tuple[ModelVersion, Path]:
+    """Score a CSV (a path or an uploaded file) in chunks; returns the version and a CSV of results
+    under CL_HOME/tmp, which the caller removes once it has sent it."""
     version, _ = active_model()
+    spooled = _spool(source) if hasattr(source, "chunks") else None
+    try:
+        return version, _score_file(spooled or Path(source), version)
+    finally:
+        if spooled:
+            spooled.unlink(missing_ok=True)
+
+
+def _score_file(path: Path, version: ModelVersion) -> Path:
     schema = version.schema
-    path = Path(source) if not hasattr(source, "read") else _spool(source)
     try:
         header, delimiter = csvio.read_header(path)
     except csvio.HeaderError as exc:
@@ -72,28 +80,23 @@ def predict_csv(source) -> tuple[ModelVersion, "Path"]:
     if missing:
         raise PredictionError(f"missing columns: {', '.join(missing)}; download the template from the data page")
     fd, out = tempfile.mkstemp(dir=home.path("tmp"), prefix="predictions-", suffix=".csv")
-    with open(fd, "w", newline="", encoding="utf-8") as fh:
-        first = True
-        reader = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, chunksize=PREDICT_CHUNK_ROWS, encoding="utf-8-sig")
-        try:
-            for chunk in reader:
-                chunk = chunk.replace({"": None})
-                current, scored = predict(chunk)
+    try:
+        with open(fd, "w", newline="", encoding="utf-8") as fh:
+            reader = pd.read_csv(path, sep=delimiter, dtype=str, keep_default_na=False, chunksize=PREDICT_CHUNK_ROWS, encoding="utf-8-sig")
+            for number, chunk in enumerate(reader):
+                current, scored = predict(chunk.replace({"": None}))
                 if current.pk != version.pk:
                     raise PredictionError("the active model changed while scoring; run it again")
-                scored.to_csv(fh, index=False, header=first)
-                first = False
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise PredictionError(f"the file could not be read: {exc}") from None
-    return version, Path(out)
+                scored.to_csv(fh, index=False, header=number == 0)
+    except (ValueError, UnicodeDecodeError) as exc:
+        Path(out).unlink(missing_ok=True)
+        if isinstance(exc, PredictionError):
+            raise
+        raise PredictionError(f"the file could not be read: {exc}") from None
+    return Path(out)
 
 
-def _spool(uploaded):
-    import tempfile
-    from pathlib import Path
-
-    from clsite import home
-
+def _spool(uploaded) -> Path:
     fd, name = tempfile.mkstemp(dir=home.path("tmp"), prefix="score-", suffix=".csv")
     with open(fd, "wb") as fh:
         for chunk in uploaded.chunks():

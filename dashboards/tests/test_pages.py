@@ -93,6 +93,10 @@ def test_batch_prediction_returns_a_csv_for_analysts_only(client, ready, users, 
         response = client.post(reverse("predict_batch"), {"file": fh})
     lines = b"".join(response.streaming_content).decode().splitlines()
     assert lines[0] == "customer_id,probability,prediction" and len(lines) == 51
+    from django.conf import settings
+
+    leftovers = [p.name for p in (settings.CL_HOME / "tmp").iterdir() if p.name.startswith(("predictions-", "score-"))]
+    assert leftovers == []
 
 
 def test_only_ml_engineers_start_a_retraining(client, ready, users):
