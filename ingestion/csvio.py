@@ -6,9 +6,12 @@ its line and column rather than an exception that hides every other problem.
 import codecs
 import csv
 import io
+import os
 import queue
 import threading
-from collections import Counter
+from collections import Counter, deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -25,6 +28,13 @@ BLOCK_SIZE = 512 << 10
 CHECK_BYTES = 2 << 20
 SNIFF_BYTES = 1 << 16
 SCAN_CHUNK = 8 << 20
+# A clean file is cut at row boundaries into pieces of about PIECE_BYTES, parsed by PARSERS
+# threads at once, at most PIECES_AHEAD pieces ahead of the consumer. A quoted value that keeps
+# a piece growing past MAX_PIECE_BYTES sends the file to the one-thread streaming reader.
+PIECE_BYTES = 2 << 20
+MAX_PIECE_BYTES = 32 << 20
+PARSERS = max(2, min(os.cpu_count() or 2, 4))
+PIECES_AHEAD = 2 * PARSERS
 # A number as people write it in a CSV; "inf", "nan" and "1,5" are not numbers here.
 NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 # Files people upload by mistake, recognised by their first bytes (not all of them hold a NUL early).
@@ -99,11 +109,14 @@ def read_options(header: list[str]) -> pacsv.ReadOptions:
 DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 
 
-def convert_options(columns: list[str], *, check_utf8: bool = True, dictionary=()) -> pacsv.ConvertOptions:
-    encoded = set(dictionary)
+def convert_options(columns: list[str], *, check_utf8: bool = True, dictionary=(), numbers=()) -> pacsv.ConvertOptions:
+    types = {name: pa.string() for name in columns}
+    types.update({name: DICTIONARY for name in dictionary})
+    types.update({name: pa.float64() for name in numbers})
     return pacsv.ConvertOptions(
-        column_types={name: DICTIONARY if name in encoded else pa.string() for name in columns},
+        column_types=types,
         include_columns=columns,
+        null_values=[""],  # an empty number is missing; a quoted empty one fails the conversion
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
         check_utf8=check_utf8,
@@ -112,20 +125,59 @@ def convert_options(columns: list[str], *, check_utf8: bool = True, dictionary=(
 
 def stream_batches(
     path: Path, *, header: list[str], delimiter: str, columns: list[str], on_bad_row: Callable | None = None,
-    utf8_checked: bool = False, dictionary=(),
+    utf8_checked: bool = False, dictionary=(), numbers=(), row_starts: list[int] | None = None,
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of `columns` as strings; rows with the wrong number of fields go to on_bad_row.
+    """Record batches of `columns`, in file order; rows with the wrong number of fields go to
+    on_bad_row (which may be called from several threads).
 
-    Columns named in `dictionary` come as dictionary-encoded strings (DICTIONARY), the rest as
-    plain strings; no value is ever null.
-    The file is parsed on a thread of its own, a couple of batches ahead of the caller, so
-    parsing and the caller's work on the previous batch overlap. Pass utf8_checked=True when
-    scan_bytes has already checked the whole file, so the parser need not do it again.
+    Columns named in `dictionary` come as dictionary-encoded strings (DICTIONARY), those in
+    `numbers` as float64 (null where empty; any value that is not a number, whitespace around
+    it aside, stops the reading with pa.ArrowInvalid), the rest as plain strings; no string is
+    ever null. Parsing runs on other threads, ahead of the caller,
+    so it overlaps the caller's work on the previous batch: with `row_starts` (from scan_bytes)
+    pieces of the file are parsed on several threads at once, without them one thread streams
+    the whole file. Pass utf8_checked=True when scan_bytes has already checked the whole file,
+    so the parser need not do it again.
     """
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row)
-    reader = pacsv.open_csv(path, read_options=read_options(header), parse_options=parse,
-                            convert_options=convert_options(columns, check_utf8=not utf8_checked, dictionary=dictionary))
+    convert = convert_options(columns, check_utf8=not utf8_checked, dictionary=dictionary, numbers=numbers)
+    if row_starts:
+        yield from _parsed_pieces(path, row_starts, header=header, parse=parse, convert=convert)
+        return
+    reader = pacsv.open_csv(path, read_options=read_options(header), parse_options=parse, convert_options=convert)
     yield from _read_ahead(_joined_batches(reader))
+
+
+def _parsed_pieces(path: Path, row_starts: list[int], *, header: list[str], parse, convert) -> Iterator[pa.RecordBatch]:
+    """Parse the pieces between consecutive row starts on PARSERS threads; yield them in order."""
+    fd = os.open(path, os.O_RDONLY)
+
+    def parse_piece(start: int, end: int) -> pa.RecordBatch | None:
+        # One block per piece: the piece comes back as a single batch, with nothing to join.
+        options = pacsv.ReadOptions(column_names=header, block_size=end - start + 1, use_threads=False)
+        table = pacsv.read_csv(pa.BufferReader(pa.py_buffer(os.pread(fd, end - start, start))),
+                               read_options=options, parse_options=parse, convert_options=convert)
+        batches = table.to_batches()
+        return _joined(batches) if batches else None  # a piece of blank lines has no rows
+
+    pieces = iter(zip(row_starts, row_starts[1:]))
+    pending: deque = deque()
+    pool = ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="csv-parser")
+    try:
+        for start, end in pieces:
+            pending.append(pool.submit(parse_piece, start, end))
+            if len(pending) >= PIECES_AHEAD:
+                break
+        while pending:
+            batch = pending.popleft().result()
+            for start, end in pieces:  # keep the parsers PIECES_AHEAD pieces ahead
+                pending.append(pool.submit(parse_piece, start, end))
+                break
+            if batch is not None:
+                yield batch
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+        os.close(fd)
 
 
 def _joined_batches(reader: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -260,14 +312,25 @@ def field_index(line_text: bytes, delimiter: str) -> int:
     return index
 
 
-def scan_bytes(path: Path, *, delimiter: str, limit: int) -> tuple[list[dict], Counter]:
+@dataclass
+class ByteScan:
+    problems: list[dict]  # the first `limit` problems, each with its line and 0-based field
+    counts: Counter  # every problem, by code
+    # Where the header's line ends and rows start, about every PIECE_BYTES, and the end of the
+    # file: the pieces stream_batches may parse in parallel. None for a file with problems.
+    row_starts: list[int] | None
+
+
+def scan_bytes(path: Path, *, delimiter: str, limit: int) -> ByteScan:
     """One pass over the raw bytes for what the CSV parser cannot see or would hide.
 
     Finds NUL bytes (binary content) and invalid UTF-8, stopping at the first one, and lists
-    stray quotes (all counted). Each problem has its line and the 0-based field it falls in.
+    stray quotes (all counted). On the way it finds row starts to cut the file at: line breaks
+    after an even number of quotes, so not inside a quoted value.
     """
     problems: list[dict] = []
     counts: Counter = Counter()
+    cuts = _RowCuts()
     # Lines are counted only once there is a problem to place: clean files never pay for it.
     lines_before: int | None = None
     skip = 0
@@ -307,13 +370,55 @@ def scan_bytes(path: Path, *, delimiter: str, limit: int) -> tuple[list[dict], C
                 add("bad_quoting", data, at, offset,
                     "a quote inside a field that is not quoted, or text after a closing quote; "
                     "quote the whole field and double the quotes inside it")
+            if not counts:
+                cuts.add(data, end, skip + offset)
             if not chunk:
                 break
             if lines_before is not None:
                 lines_before += data.count(b"\n", 0, end)
             offset += end
             carry = data[end:]
-    return problems, counts
+    return ByteScan(problems, counts, None if counts else cuts.finish(os.path.getsize(path)))
+
+
+class _RowCuts:
+    """Row starts about every PIECE_BYTES, found chunk by chunk: the first line break at or
+    after each target that follows an even number of quotes (in a well-quoted file, one that
+    is not inside a quoted value). The first one found ends the header."""
+
+    def __init__(self):
+        self.starts: list[int] = []
+        self.target = 0  # where to look for the next cut, as a file position
+        self.quotes = 0  # quotes before `self.counted`
+        self.counted = 0
+
+    def add(self, data: bytes, end: int, position: int) -> None:
+        """Look for cuts in data[:end], which starts at file position `position`."""
+        at = max(self.target - position, 0)
+        # Most files have no quotes past the header: then there is nothing to count.
+        quoted = data.find(b'"', max(self.counted - position, 0), end) >= 0
+        while (newline := data.find(b"\n", at, end)) >= 0:
+            if quoted:
+                self.quotes += data.count(b'"', max(self.counted - position, 0), newline)
+            self.counted = position + newline
+            if self.quotes % 2:  # inside a quoted value: try the next line break
+                at = newline + 1
+                continue
+            self.starts.append(position + newline + 1)
+            self.target = position + newline + 1 + PIECE_BYTES
+            at = self.target - position
+        if quoted:
+            self.quotes += data.count(b'"', max(self.counted - position, 0), end)
+        self.counted = position + end
+
+    def finish(self, size: int) -> list[int] | None:
+        """The row starts and the end of the file; None when a piece would be too large."""
+        if not self.starts:
+            return None  # no line break after the header (or only bare carriage returns)
+        starts = self.starts + ([size] if self.starts[-1] < size else [])
+        if any(b - a > MAX_PIECE_BYTES for a, b in zip(starts, starts[1:])):
+            return None
+        return starts
 
 
 def _count_lines(path: Path, skip: int, size: int) -> int:

@@ -161,8 +161,12 @@ def test_the_corpus_holds_at_least_25_distinct_files(sample, big_sample):
     assert len({case.id for case in CASES}) == len(CASES)
 
 
+# Clean-looking files are parsed in pieces on several threads: each case is also run with
+# pieces of a few rows, so the problem lies in a later piece.
+@pytest.mark.parametrize("piece_bytes", [csvio.PIECE_BYTES, 512], ids=["pieces_of_2mb", "pieces_of_512_bytes"])
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_it_refuses_a_file(case, system, sample, big_sample, tmp_path):
+def test_it_refuses_a_file(case, piece_bytes, system, sample, big_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(csvio, "PIECE_BYTES", piece_bytes)
     path = tmp_path / f"{case.id}.csv"
     path.write_bytes(case.build(sample, big_sample))
     before = state(system)
@@ -210,9 +214,10 @@ def test_it_refuses_a_file_over_the_size_limit_and_keeps_nothing_of_it(system, s
 
 
 def test_it_counts_every_problem_and_lists_the_first_hundred_in_line_order(system, demo, tmp_path, monkeypatch):
-    # Small blocks, so the problems are spread over many of them.
+    # Small blocks and pieces, so the problems are spread over many of them.
     monkeypatch.setattr(csvio, "BLOCK_SIZE", 8 << 10)
     monkeypatch.setattr(csvio, "CHECK_BYTES", 16 << 10)
+    monkeypatch.setattr(csvio, "PIECE_BYTES", 16 << 10)
     frame = demo.frame.iloc[2000:2600].copy()
     frame.iloc[0:300:2, frame.columns.get_loc("tenure")] = "n/a"  # rows 0, 2, ... 298: 150 "n/a"
     frame.iloc[1:300:2, frame.columns.get_loc("tenure")] = "ten"  # rows 1, 3, ... 299: 150 text
