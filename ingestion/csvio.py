@@ -65,6 +65,11 @@ def sniff(path: Path) -> bytes:
 def read_header(path: Path) -> tuple[list[str], str]:
     """The header's column names and the file's delimiter (comma, semicolon or tab)."""
     head = sniff(path)
+    return parse_header(head, whole=len(head) < SNIFF_BYTES)
+
+
+def parse_header(head: bytes, *, whole: bool) -> tuple[list[str], str]:
+    """read_header on the first bytes of a file (`whole` when they are the whole file)."""
     if not head:
         raise HeaderError("empty_file", "the file is empty")
     for magic, kind in MAGIC.items():
@@ -73,7 +78,6 @@ def read_header(path: Path) -> tuple[list[str], str]:
     if b"\x00" in head:
         nul = head.index(b"\x00")
         raise HeaderError("binary", "the file is binary, not a CSV text file (it contains NUL bytes)", line=head.count(b"\n", 0, nul) + 1)
-    whole = len(head) < SNIFF_BYTES
     if head.startswith(codecs.BOM_UTF8):
         head = head[len(codecs.BOM_UTF8):]
     try:
@@ -314,6 +318,7 @@ def field_index(line_text: bytes, delimiter: str) -> int:
 
 @dataclass
 class ByteScan:
+    delimiter: str
     problems: list[dict]  # the first `limit` problems, each with its line and 0-based field
     counts: Counter  # every problem, by code
     # Where the header's line ends and rows start, about every PIECE_BYTES, and the end of the
@@ -322,63 +327,105 @@ class ByteScan:
 
 
 def scan_bytes(path: Path, *, delimiter: str, limit: int) -> ByteScan:
-    """One pass over the raw bytes for what the CSV parser cannot see or would hide.
+    """ByteScanner over the whole of a file."""
+    scanner = ByteScanner(path, delimiter=delimiter, limit=limit)
+    with open(path, "rb") as fh:
+        while chunk := fh.read(SCAN_CHUNK):
+            scanner.feed(chunk)
+    return scanner.finish()
+
+
+class ByteScanner:
+    """One pass over the raw bytes, fed in chunks, for what the CSV parser cannot see or would hide.
 
     Finds NUL bytes (binary content) and invalid UTF-8, stopping at the first one, and lists
     stray quotes (all counted). On the way it finds row starts to cut the file at: line breaks
-    after an even number of quotes, so not inside a quoted value.
+    after an even number of quotes, so not inside a quoted value. Without a delimiter it reads
+    the header from the first bytes to learn it, and gives up (finish() returns None) on a
+    file whose header cannot be read. A problem's line is counted from `path`, which must hold
+    every byte fed so far.
     """
-    problems: list[dict] = []
-    counts: Counter = Counter()
-    cuts = _RowCuts()
-    # Lines are counted only once there is a problem to place: clean files never pay for it.
-    lines_before: int | None = None
-    skip = 0
 
-    def add(code: str, data: bytes, at: int, offset: int, message: str) -> None:
-        nonlocal lines_before
-        counts[code] += 1
-        if len(problems) < limit:
-            if lines_before is None:
-                lines_before = _count_lines(path, skip, offset)
+    def __init__(self, path: Path, *, delimiter: str | None = None, limit: int):
+        self.path, self.delimiter, self.limit = path, delimiter, limit
+        self.problems: list[dict] = []
+        self.counts: Counter = Counter()
+        self.cuts = _RowCuts()
+        self.skip: int | None = None  # the length of a BOM, once the first bytes are in
+        self.offset = 0  # where the carried-over bytes start, in bytes after any BOM
+        self.carry = b""
+        self.size = 0
+        self.done = False
+        # Lines are counted only once there is a problem to place: clean files never pay for it.
+        self.lines_before: int | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        if self.done or not chunk:
+            return
+        self.size += len(chunk)
+        data = self.carry + chunk
+        if self.skip is None or self.delimiter is None:
+            if len(data) < SNIFF_BYTES:
+                self.carry = data  # the header and the BOM are judged on the first bytes
+                return
+            self._start(data)
+            if self.done:
+                return
+            data = data[self.skip:]
+        self._scan(data, _safe_end(data))
+
+    def finish(self) -> ByteScan | None:
+        if not self.done and (self.skip is None or self.delimiter is None):
+            self._start(self.carry)
+            self.carry = self.carry[self.skip or 0:]
+        if not self.done and self.carry:
+            self._scan(self.carry, len(self.carry))
+        if self.delimiter is None:
+            return None
+        row_starts = None if self.counts else self.cuts.finish(self.size)
+        return ByteScan(self.delimiter, self.problems, self.counts, row_starts)
+
+    def _start(self, head: bytes) -> None:
+        self.skip = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+        if self.delimiter is None:
+            try:
+                self.delimiter = parse_header(head[:SNIFF_BYTES], whole=len(head) < SNIFF_BYTES)[1]
+            except HeaderError:
+                self.done = True
+
+    def _scan(self, data: bytes, end: int) -> None:
+        """Scan data[:end] and carry the rest over to the next chunk."""
+        self.carry = data[end:]
+        nul = data.find(b"\x00", 0, end)
+        if nul >= 0:
+            self._add("binary", data, nul, "the file is binary, not a CSV text file (it contains NUL bytes)")
+            self.done = True
+            return
+        if not data.isascii():
+            try:
+                codecs.utf_8_decode(memoryview(data)[:end], "strict", True)
+            except UnicodeDecodeError as exc:
+                self._add("encoding", data, exc.start, f"byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8")
+                self.done = True
+                return
+        for at in stray_quotes(data, end, self.delimiter):
+            self._add("bad_quoting", data, at,
+                      "a quote inside a field that is not quoted, or text after a closing quote; "
+                      "quote the whole field and double the quotes inside it")
+        if not self.counts:
+            self.cuts.add(data, end, self.skip + self.offset)
+        if self.lines_before is not None:
+            self.lines_before += data.count(b"\n", 0, end)
+        self.offset += end
+
+    def _add(self, code: str, data: bytes, at: int, message: str) -> None:
+        self.counts[code] += 1
+        if len(self.problems) < self.limit:
+            if self.lines_before is None:
+                self.lines_before = _count_lines(self.path, self.skip, self.offset)
             start = data.rfind(b"\n", 0, at) + 1
-            problems.append({"code": code, "line": lines_before + data.count(b"\n", 0, at) + 1,
-                             "field": field_index(data[start:at], delimiter), "message": message})
-
-    offset, carry = 0, b""  # offset: where `data` starts, in bytes after any BOM
-    with open(path, "rb") as fh:
-        if fh.read(len(codecs.BOM_UTF8)) == codecs.BOM_UTF8:
-            skip = len(codecs.BOM_UTF8)
-        fh.seek(skip)
-        while True:
-            chunk = fh.read(SCAN_CHUNK)
-            data = carry + chunk
-            if not data:
-                break
-            end = len(data) if not chunk else _safe_end(data)
-            nul = data.find(b"\x00", 0, end)
-            if nul >= 0:
-                add("binary", data, nul, offset, "the file is binary, not a CSV text file (it contains NUL bytes)")
-                break
-            if not data.isascii():
-                try:
-                    codecs.utf_8_decode(memoryview(data)[:end], "strict", True)
-                except UnicodeDecodeError as exc:
-                    add("encoding", data, exc.start, offset, f"byte 0x{data[exc.start]:02x} is not UTF-8 text; save the file as UTF-8")
-                    break
-            for at in stray_quotes(data, end, delimiter):
-                add("bad_quoting", data, at, offset,
-                    "a quote inside a field that is not quoted, or text after a closing quote; "
-                    "quote the whole field and double the quotes inside it")
-            if not counts:
-                cuts.add(data, end, skip + offset)
-            if not chunk:
-                break
-            if lines_before is not None:
-                lines_before += data.count(b"\n", 0, end)
-            offset += end
-            carry = data[end:]
-    return ByteScan(problems, counts, None if counts else cuts.finish(os.path.getsize(path)))
+            self.problems.append({"code": code, "line": self.lines_before + data.count(b"\n", 0, at) + 1,
+                                  "field": field_index(data[start:at], self.delimiter), "message": message})
 
 
 class _RowCuts:

@@ -13,8 +13,8 @@ from clsite import home
 from . import stats as batch_stats
 from .models import DatasetSchema, DataBatch, MasterPartition
 from .schema import LearnedSchema
-from .uploads import UploadTooLarge, human_bytes, store_stream
-from .validation import Report, validate_and_convert
+from .uploads import UploadTooLarge, human_bytes, new_upload_path, store_stream
+from .validation import Report, byte_scanner, validate_and_convert
 
 
 class IngestionError(Exception):
@@ -62,14 +62,17 @@ def ingest_file(*, source: BinaryIO, original_name: str, user=None, origin: str 
     if schema is None:
         raise IngestionError("the system is not initialised yet: run `manage.py init_cl_system` first")
     home.ensure_layout()
+    # The bytes are scanned as they are stored: one read of the upload instead of two.
+    tmp = new_upload_path()
+    scanner = byte_scanner(tmp)
     try:
-        tmp, sha, size = store_stream(source)
+        tmp, sha, size = store_stream(source, target=tmp, observe=scanner.feed)
     except UploadTooLarge as exc:
         return _record_too_large(original_name, exc, schema=schema, user=user, origin=origin)
     try:
         _refuse_duplicate(sha)
         parquet_tmp = tmp.with_suffix(".parquet")
-        report, column_stats = validate_and_convert(tmp, schema, parquet_tmp)
+        report, column_stats = validate_and_convert(tmp, schema, parquet_tmp, scan=scanner.finish())
         stem = f"{sha[:12]}__{safe_name(original_name)}"
         if report.ok:
             raw_path, parquet_path = f"data/new/{stem}", f"data/new/{sha[:12]}.parquet"

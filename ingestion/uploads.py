@@ -3,7 +3,7 @@ import hashlib
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Callable
 
 from django.conf import settings
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
@@ -43,16 +43,27 @@ class LimitedTemporaryFileUploadHandler(TemporaryFileUploadHandler):
         return super().receive_data_chunk(raw_data, start)
 
 
-def store_stream(source: BinaryIO) -> tuple[Path, str, int]:
-    """Copy `source` under CL_HOME/tmp in chunks; returns the copy, its sha256 and its size."""
-    limit = settings.CL_UPLOAD_MAX_BYTES
+def new_upload_path() -> Path:
     target = home.path("tmp", f"upload-{uuid.uuid4().hex}")
     target.parent.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def store_stream(source: BinaryIO, *, target: Path | None = None,
+                 observe: Callable[[bytes], None] | None = None) -> tuple[Path, str, int]:
+    """Copy `source` to `target` (by default a new file under CL_HOME/tmp) in chunks; returns
+    the copy, its sha256 and its size.
+
+    Each chunk is handed to `observe` once it is in the copy, so a reader of the copy sees
+    every byte observed so far.
+    """
+    limit = settings.CL_UPLOAD_MAX_BYTES
+    target = target or new_upload_path()
     digest, size = hashlib.sha256(), 0
     try:
         # hashlib lets go of the GIL on large chunks, so each chunk is hashed on a second
-        # thread while the next one is read and written.
-        with open(target, "wb") as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+        # thread while the next one is read, written and observed.
+        with open(target, "wb", buffering=0) as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
             hashing = None
             while chunk := source.read(CHUNK):
                 size += len(chunk)
@@ -62,6 +73,8 @@ def store_stream(source: BinaryIO) -> tuple[Path, str, int]:
                     hashing.result()
                 hashing = hasher.submit(digest.update, chunk)
                 out.write(chunk)
+                if observe is not None:
+                    observe(chunk)
             if hashing is not None:
                 hashing.result()
     except BaseException:

@@ -97,8 +97,16 @@ def arrow_schema(schema) -> pa.Schema:
     return pa.schema(fields)
 
 
-def validate_and_convert(raw: Path, schema, parquet_out: Path) -> tuple[Report, dict]:
-    """Check `raw` against `schema`, writing typed rows to `parquet_out`; returns the report and column stats."""
+def byte_scanner(raw: Path) -> csvio.ByteScanner:
+    """A scanner to feed the bytes of `raw` as they are written; its scan goes to validate_and_convert."""
+    return csvio.ByteScanner(raw, limit=MAX_LISTED)
+
+
+def validate_and_convert(raw: Path, schema, parquet_out: Path, *, scan: csvio.ByteScan | None = None) -> tuple[Report, dict]:
+    """Check `raw` against `schema`, writing typed rows to `parquet_out`; returns the report and column stats.
+
+    `scan` is the byte scan of `raw` when it was made as the file was written (byte_scanner).
+    """
     report = Report()
     try:
         header, report.delimiter = csvio.read_header(raw)
@@ -108,7 +116,7 @@ def validate_and_convert(raw: Path, schema, parquet_out: Path) -> tuple[Report, 
     report.columns = header
     if not _check_header(header, schema, report):
         return report, {}
-    scan = _check_bytes(raw, header, report)
+    scan = _check_bytes(raw, header, report, scan=scan)
     if scan is None:
         return report, {}
     # The CSV reader parses numbers itself, fast. A value it cannot read, or one that is not
@@ -170,9 +178,10 @@ def _check_header(header: list[str], schema, report: Report) -> bool:
     return report.ok
 
 
-def _check_bytes(raw: Path, header: list[str], report: Report) -> csvio.ByteScan | None:
+def _check_bytes(raw: Path, header: list[str], report: Report, *, scan: csvio.ByteScan | None) -> csvio.ByteScan | None:
     """NUL bytes, invalid UTF-8 and stray quotes; None when the file cannot be read as text at all."""
-    scan = csvio.scan_bytes(raw, delimiter=report.delimiter, limit=MAX_LISTED)
+    if scan is None or scan.delimiter != report.delimiter:
+        scan = csvio.scan_bytes(raw, delimiter=report.delimiter, limit=MAX_LISTED)
     for problem in scan.problems:
         column = header[problem["field"]] if problem["field"] < len(header) else None
         report.error(problem["code"], problem["message"], line=problem["line"], column=column)

@@ -153,3 +153,31 @@ def test_numbers_padded_with_spaces_or_quoted_are_read_as_numbers(schema, demo, 
     table = pq.read_table(cl_home / batch.parquet_path)
     assert table.column("tenure")[3].as_py() == 12.0
     assert table.column("monthly_charges")[4].as_py() == 70.5
+
+
+@pytest.mark.parametrize("text", [
+    tricky_csv(300),
+    b"\xef\xbb\xbf" + tricky_csv(300),
+    tricky_csv(200) + b'r1,ab"c,1,yes\r\nr2,"x"y,2,no\r\n' + tricky_csv(50)[20:],  # stray quotes, late
+    tricky_csv(3000) + "r9,Caf\xe9,1,yes\n".encode("latin-1"),  # past the header's first 64 KB
+    tricky_csv(3000) + b"r9,a\x00b,1,yes\n",
+    "id;note\nr1;caf\u00e9 \u00fcber\nr2;na\u00efve\n".encode(),  # multi-byte characters cut between chunks
+])
+def test_a_scan_fed_in_small_chunks_as_a_file_is_written_finds_what_a_scan_of_the_file_finds(text, small_pieces, tmp_path):
+    path = tmp_path / "scanned.csv"
+    path.write_bytes(text)
+    delimiter = csvio.read_header(path)[1]
+    scanner = csvio.ByteScanner(path, limit=100)  # learns the delimiter from the header
+
+    for at in range(0, len(text), 101):
+        scanner.feed(text[at:at + 101])
+    streamed = scanner.finish()
+
+    assert streamed == csvio.scan_bytes(path, delimiter=delimiter, limit=100)
+    assert streamed.delimiter == delimiter
+
+
+def test_a_scan_of_a_file_without_a_readable_header_gives_nothing(tmp_path):
+    scanner = csvio.ByteScanner(tmp_path / "x.csv", limit=100)
+    scanner.feed(b"\x89PNG\r\n\x1a\n\x00\x00")
+    assert scanner.finish() is None
