@@ -27,16 +27,16 @@ class StatsAccumulator:
         counts = counts or {}
         self.rows += batch.num_rows
         for name, acc in self.numeric.items():
-            values = batch.column(name)  # the aggregates skip nulls: no need to drop them first
+            values = batch.column(name)
             present = len(values) - values.null_count
             acc["missing"] += values.null_count
             if present:
                 acc["count"] += present
-                acc["sum"] += pc.sum(values).as_py()
-                acc["sumsq"] += pc.sum(pc.multiply(values, values)).as_py()
-                low, high = pc.min_max(values).values()
-                acc["min"] = _pick(min, acc["min"], low.as_py())
-                acc["max"] = _pick(max, acc["max"], high.as_py())
+                total, squares, low, high = _moments(values)
+                acc["sum"] += total
+                acc["sumsq"] += squares
+                acc["min"] = _pick(min, acc["min"], low)
+                acc["max"] = _pick(max, acc["max"], high)
         for name, counter in self.categorical.items():
             values = batch.column(name)
             self.missing[name] += values.null_count
@@ -66,10 +66,21 @@ def value_counts(values: pa.Array) -> list[tuple[str, int]]:
         indices = values.indices
         index = np.frombuffer(indices.buffers()[1], dtype=np.int32, count=len(indices), offset=indices.offset * 4)
         counts = np.bincount(index, minlength=len(values.dictionary))
-        used = np.flatnonzero(counts)
-        return list(zip(values.dictionary.take(pa.array(used)).to_pylist(), counts[used].tolist()))
+        names = values.dictionary.to_pylist()
+        return [(names[i], n) for i, n in enumerate(counts.tolist()) if n]
     counts = pc.value_counts(values)
     return list(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+
+
+def _moments(values: pa.Array) -> tuple[float, float, float, float]:
+    """Sum, sum of squares, min and max of a float column's non-null values."""
+    if values.null_count == 0:
+        # No copy, and numpy's reductions are several times faster here. (Not numbers @ numbers:
+        # BLAS threads would spin on the cores the parser needs.)
+        numbers = values.to_numpy()
+        return float(numbers.sum()), float(np.square(numbers).sum()), float(numbers.min()), float(numbers.max())
+    low, high = pc.min_max(values).values()  # the aggregates skip nulls: no need to drop them first
+    return pc.sum(values).as_py(), pc.sum(pc.multiply(values, values)).as_py(), low.as_py(), high.as_py()
 
 
 def _pick(fn, a, b):

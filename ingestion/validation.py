@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import csvio
+from . import csvio, hashing
 from .stats import StatsAccumulator, value_counts
 
 MAX_LISTED = 100
@@ -256,14 +255,6 @@ MESSAGES = {
     "unknown_label": "{value!r} is not a target label ({labels})",
     "empty_id": "the id is empty",
 }
-# Ids longer than this are hashed by pandas instead (rare, slower).
-HASHED_ID_BYTES = 64
-_ID_TABLE = np.random.default_rng(20240601).integers(0, np.iinfo(np.uint64).max, size=(HASHED_ID_BYTES + 1, 256),
-                                                     dtype=np.uint64, endpoint=True)
-_ID_TABLE_FLAT = _ID_TABLE[:HASHED_ID_BYTES].reshape(-1)
-# Duplicate ids are counted one range of hash values at a time, so counting needs only
-# 1/ID_HASH_RANGES more memory than the hashes themselves.
-ID_HASH_RANGES = 16
 
 
 class _BlockChecker:
@@ -354,7 +345,7 @@ class _BlockChecker:
         if _may_need_trim(values):
             values = pc.utf8_trim_whitespace(values)
         self._problem("empty_id", pc.equal(values, ""), values, self.schema.id_column)
-        self.id_hashes.append(np.sort(hash_strings(values)))
+        self.id_hashes.append(np.sort(hashing.hash_strings(values)))
         return values
 
     def _categorical(self, name: str, values: pa.Array) -> pa.Array:
@@ -395,7 +386,7 @@ class _BlockChecker:
 
     def finish(self) -> None:
         if self.id_hashes:
-            self.duplicate_ids = _count_repeats(self.id_hashes)
+            self.duplicate_ids = hashing.count_repeats(self.id_hashes)
             self.id_hashes = []
         for feature in self.schema.features:
             if feature["kind"] != "categorical":
@@ -411,6 +402,8 @@ class _BlockChecker:
 
 
 def _all_finite(numbers: pa.Array) -> bool:
+    if numbers.null_count == 0 and np.isfinite(np.add.reduce(numbers.to_numpy())):
+        return True  # inf or NaN would have made the sum inf or NaN: no need to test each value
     return (pc.sum(pc.is_finite(numbers)).as_py() or 0) == len(numbers) - numbers.null_count
 
 
@@ -458,51 +451,6 @@ def _empty_as_null(values: pa.Array) -> pa.Array:
         return values
     validity = pa.py_buffer(np.packbits(present, bitorder="little"))
     return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), values.buffers()[2], validity)
-
-
-def _count_repeats(sorted_blocks: list[np.ndarray]) -> int:
-    """How many values repeat an earlier one, over several sorted arrays of hashes."""
-    edges = np.arange(1, ID_HASH_RANGES, dtype=np.uint64) * np.uint64(2**64 // ID_HASH_RANGES)
-    splits = [np.concatenate(([0], np.searchsorted(block, edges), [len(block)])) for block in sorted_blocks]
-    repeats = 0
-    for part in range(ID_HASH_RANGES):
-        values = np.concatenate([block[split[part]:split[part + 1]] for block, split in zip(sorted_blocks, splits)])
-        values.sort()
-        repeats += int(np.count_nonzero(values[1:] == values[:-1]))
-    return repeats
-
-
-def hash_strings(values: pa.Array) -> np.ndarray:
-    """A 64-bit hash of each string, computed from Arrow's buffers without making Python objects.
-
-    Tabulation hashing: the XOR of one random word per (position, byte) and one for the length.
-    Strings longer than HASHED_ID_BYTES are hashed by pandas instead.
-    """
-    if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    values = pc.fill_null(values, "").cast(pa.string())
-    n = len(values)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]
-    data = values.buffers()[2]
-    text = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.empty(0, np.uint8)
-    lengths = np.diff(offsets)
-    starts = offsets[:-1] - offsets[0]
-    # Index into the flattened table: position in the string (capped) * 256 + the byte.
-    index = np.arange(len(text), dtype=np.int32)
-    index -= np.repeat(starts, lengths)
-    np.minimum(index, HASHED_ID_BYTES - 1, out=index)
-    index <<= 8
-    index += text
-    words = _ID_TABLE_FLAT[index]
-    hashes = np.zeros(n, dtype=np.uint64)
-    filled = lengths > 0  # reduceat needs strictly increasing starts: leave empty strings at 0
-    if filled.any():
-        hashes[filled] = np.bitwise_xor.reduceat(words, starts[filled])
-    hashes ^= _ID_TABLE[HASHED_ID_BYTES, np.minimum(lengths, 255)]
-    long = lengths > HASHED_ID_BYTES
-    if long.any():
-        hashes[long] = pd.util.hash_array(values.filter(pa.array(long)).to_numpy(zero_copy_only=False))
-    return hashes
 
 
 def _report_arrow_error(exc: pa.ArrowInvalid, raw: Path, report: Report, *, expected: int) -> None:
