@@ -431,16 +431,20 @@ class ByteScanner:
 class _RowCuts:
     """Row starts about every PIECE_BYTES, found chunk by chunk: the first line break at or
     after each target that follows an even number of quotes (in a well-quoted file, one that
-    is not inside a quoted value). The first one found ends the header."""
+    is not inside a quoted value). The first line break ends the header; a header with an odd
+    number of quotes leaves the count meaningless, and the file uncut."""
 
     def __init__(self):
         self.starts: list[int] = []
         self.target = 0  # where to look for the next cut, as a file position
         self.quotes = 0  # quotes before `self.counted`
         self.counted = 0
+        self.failed = False
 
     def add(self, data: bytes, end: int, position: int) -> None:
         """Look for cuts in data[:end], which starts at file position `position`."""
+        if self.failed:
+            return
         at = max(self.target - position, 0)
         # Most files have no quotes past the header: then there is nothing to count.
         quoted = data.find(b'"', max(self.counted - position, 0), end) >= 0
@@ -449,6 +453,9 @@ class _RowCuts:
                 self.quotes += data.count(b'"', max(self.counted - position, 0), newline)
             self.counted = position + newline
             if self.quotes % 2:  # inside a quoted value: try the next line break
+                self.failed = not self.starts
+                if self.failed:
+                    return
                 at = newline + 1
                 continue
             self.starts.append(position + newline + 1)
@@ -460,7 +467,7 @@ class _RowCuts:
 
     def finish(self, size: int) -> list[int] | None:
         """The row starts and the end of the file; None when a piece would be too large."""
-        if not self.starts:
+        if self.failed or not self.starts:
             return None  # no line break after the header (or only bare carriage returns)
         starts = self.starts + ([size] if self.starts[-1] < size else [])
         if any(b - a > MAX_PIECE_BYTES for a, b in zip(starts, starts[1:])):

@@ -69,6 +69,7 @@ def test_pieces_read_the_same_rows_in_the_same_order_as_one_reader(small_pieces,
     b'id,note\nr1,ab"c\nr2,x\n',  # a stray quote: the quote count says nothing any more
     b"id,note\rr1,a\rr2,b\r",  # old Mac line ends: no line feed to cut at
     b"id,note",  # a header without a line end
+    b'id,"note\nr1,x\nr2,"y\nz",1\n',  # a header with an odd number of quotes
 ])
 def test_a_file_the_cuts_cannot_be_trusted_on_goes_to_one_reader(text, tmp_path):
     path = tmp_path / "odd.csv"
