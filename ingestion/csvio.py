@@ -31,10 +31,10 @@ SCAN_CHUNK = 8 << 20
 # A clean file is cut at row boundaries into pieces of about PIECE_BYTES, parsed by PARSERS
 # threads at once, at most PIECES_AHEAD pieces ahead of the consumer. A quoted value that keeps
 # a piece growing past MAX_PIECE_BYTES sends the file to the one-thread streaming reader.
-PIECE_BYTES = 2 << 20
+PIECE_BYTES = 4 << 20
 MAX_PIECE_BYTES = 32 << 20
 PARSERS = max(2, min(os.cpu_count() or 2, 4))
-PIECES_AHEAD = 2 * PARSERS
+PIECES_AHEAD = PARSERS + 1
 # A number as people write it in a CSV; "inf", "nan" and "1,5" are not numbers here.
 NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 # Files people upload by mistake, recognised by their first bytes (not all of them hold a NUL early).

@@ -14,7 +14,7 @@ from audit.services import record
 from ingestion import master
 from ingestion.models import DatasetSchema
 
-from . import artifacts, mirrors, training
+from . import artifacts, mirrors
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
 
 log = logging.getLogger("clsite.modelhub")
@@ -143,6 +143,10 @@ def check_deployable(version: ModelVersion, *, rows: int = 5) -> None:
     sample = _sample_rows(version.schema, rows)
     if sample is None:
         return
+    # Imported here: scikit-learn costs every process that loads this module (the admin does,
+    # so every command) a second and ~100 MB, and most never deploy.
+    from . import training
+
     try:
         proba = training.positive_proba(model, training.features_frame(sample, version.schema),
                                         version.schema.positive_label if version.imported else None)

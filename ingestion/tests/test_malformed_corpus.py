@@ -163,7 +163,7 @@ def test_the_corpus_holds_at_least_25_distinct_files(sample, big_sample):
 
 # Clean-looking files are parsed in pieces on several threads: each case is also run with
 # pieces of a few rows, so the problem lies in a later piece.
-@pytest.mark.parametrize("piece_bytes", [csvio.PIECE_BYTES, 512], ids=["pieces_of_2mb", "pieces_of_512_bytes"])
+@pytest.mark.parametrize("piece_bytes", [csvio.PIECE_BYTES, 512], ids=["default_pieces", "pieces_of_512_bytes"])
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
 def test_it_refuses_a_file(case, piece_bytes, system, sample, big_sample, tmp_path, monkeypatch):
     monkeypatch.setattr(csvio, "PIECE_BYTES", piece_bytes)

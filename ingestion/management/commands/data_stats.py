@@ -7,6 +7,9 @@ from ingestion.services import get_data_stats
 
 class Command(BaseCommand):
     help = "Rows in the master dataset, staged, archived, rejected and held files, class balance and per-column summaries."
+    # Data only: Django's system checks would import the web views and, through them,
+    # scikit-learn, adding a second and ~80 MB to every run (ingest may run from cron).
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print the same dict as ingestion.services.get_data_stats()")

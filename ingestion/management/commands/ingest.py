@@ -9,6 +9,9 @@ from ingestion.services import IngestionError, ingest_path
 
 class Command(BaseCommand):
     help = "Stage a CSV file as an upload would; exit 1 with the reasons if it is refused."
+    # Data only: Django's system checks would import the web views and, through them,
+    # scikit-learn, adding a second and ~80 MB to every run (ingest may run from cron).
+    requires_system_checks = []
 
     def add_arguments(self, parser):
         parser.add_argument("csv", type=Path)
