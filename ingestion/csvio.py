@@ -5,6 +5,7 @@ its line and column rather than an exception that hides every other problem.
 """
 import codecs
 import csv
+import functools
 import io
 import os
 import queue
@@ -413,7 +414,7 @@ class ByteScanner:
                       "a quote inside a field that is not quoted, or text after a closing quote; "
                       "quote the whole field and double the quotes inside it")
         if not self.counts:
-            self.cuts.add(data, end, self.skip + self.offset)
+            self.cuts.add(data, end, self.skip + self.offset, self.delimiter)
         if self.lines_before is not None:
             self.lines_before += data.count(b"\n", 0, end)
         self.offset += end
@@ -429,50 +430,81 @@ class ByteScanner:
 
 
 class _RowCuts:
-    """Row starts about every PIECE_BYTES, found chunk by chunk: the first line break at or
-    after each target that follows an even number of quotes (in a well-quoted file, one that
-    is not inside a quoted value). The first line break ends the header; a header with an odd
-    number of quotes leaves the count meaningless, and the file uncut."""
+    """Row starts about every PIECE_BYTES, found chunk by chunk: the first line feed at or after
+    each target that follows an even number of quotes, so not inside a quoted value.
+
+    The count of quotes says where quoted values are only if every quote opens, closes or
+    doubles one. The parser takes a quote anywhere else in a field (15", a "b") as a plain
+    character, and a bare carriage return as a line end; either makes the cuts untrustworthy,
+    and the file is left uncut (finish() gives None), as is one whose header holds a quote
+    left open. Quotes with text after them (ab"c, "ab"c) are the byte scan's problems.
+    """
 
     def __init__(self):
         self.starts: list[int] = []
         self.target = 0  # where to look for the next cut, as a file position
-        self.quotes = 0  # quotes before `self.counted`
-        self.counted = 0
+        self.quotes = 0  # quotes before the data given to add()
+        self.last = None  # the byte before that data; None at the start of the file
         self.failed = False
 
-    def add(self, data: bytes, end: int, position: int) -> None:
+    def add(self, data: bytes, end: int, position: int, delimiter: str) -> None:
         """Look for cuts in data[:end], which starts at file position `position`."""
         if self.failed:
             return
+        quotes = _quote_positions(data, end)
+        if len(quotes) and not self._all_at_value_edges(data, quotes, delimiter):
+            self.failed = True
+            return
         at = max(self.target - position, 0)
-        # Most files have no quotes past the header: then there is nothing to count.
-        quoted = data.find(b'"', max(self.counted - position, 0), end) >= 0
         while (newline := data.find(b"\n", at, end)) >= 0:
-            if quoted:
-                self.quotes += data.count(b'"', max(self.counted - position, 0), newline)
-            self.counted = position + newline
-            if self.quotes % 2:  # inside a quoted value: try the next line break
-                self.failed = not self.starts
+            if not self.starts and data.find(b"\r", 0, max(newline - 1, 0)) >= 0:
+                self.failed = True  # a bare carriage return ends the header (or a row) before this
+                return
+            if (self.quotes + int(np.searchsorted(quotes, newline))) % 2:
+                self.failed = not self.starts  # a header with a quote left open
                 if self.failed:
                     return
-                at = newline + 1
+                at = newline + 1  # inside a quoted value: try the next line feed
                 continue
             self.starts.append(position + newline + 1)
             self.target = position + newline + 1 + PIECE_BYTES
             at = self.target - position
-        if quoted:
-            self.quotes += data.count(b'"', max(self.counted - position, 0), end)
-        self.counted = position + end
+        if not self.starts and data.find(b"\r", 0, end) >= 0:
+            self.failed = True  # no header end yet, and already a carriage return
+            return
+        self.quotes += len(quotes)
+        self.last = data[end - 1] if end else self.last
+
+    def _all_at_value_edges(self, data: bytes, quotes: np.ndarray, delimiter: str) -> bool:
+        """Every quote that an even number of quotes precede (one that opens a quoted value, if
+        the count is right) starts a field or follows another quote."""
+        opening = quotes[self.quotes % 2::2]
+        if not len(opening):
+            return True
+        edges = ~_plain_bytes(delimiter)
+        text = np.frombuffer(data, dtype=np.uint8)
+        if opening[0] == 0:
+            if self.last is not None and not edges[self.last]:
+                return False
+            opening = opening[1:]
+        return bool(edges[text[opening - 1]].all())
 
     def finish(self, size: int) -> list[int] | None:
         """The row starts and the end of the file; None when a piece would be too large."""
         if self.failed or not self.starts:
-            return None  # no line break after the header (or only bare carriage returns)
+            return None  # no line feed after the header
         starts = self.starts + ([size] if self.starts[-1] < size else [])
         if any(b - a > MAX_PIECE_BYTES for a, b in zip(starts, starts[1:])):
             return None
         return starts
+
+
+def _quote_positions(data: bytes, end: int) -> np.ndarray:
+    """Where the quotes in data[:end] are (most files have none past the header)."""
+    first = data.find(b'"', 0, end)
+    if first < 0:
+        return np.empty(0, dtype=np.intp)
+    return first + np.flatnonzero(np.frombuffer(data, dtype=np.uint8, count=end)[first:] == 0x22)
 
 
 def _count_lines(path: Path, skip: int, size: int) -> int:
@@ -494,29 +526,38 @@ def stray_quotes(data: bytes, end: int, delimiter: str) -> list[int]:
 
     Inside a quoted field quotes come in pairs (""), so an odd run there is a field closed
     too early ("ab"c, which pyarrow would silently read as abc); in an unquoted field it is a
-    quote that belongs in a quoted field, doubled.
+    quote that belongs in a quoted field, doubled. The start and the end of `data` count as
+    line breaks.
     """
-    first, last = data.find(b'"', 0, end), data.rfind(b'"')
+    first = data.find(b'"', 0, end)
     if first < 0:
         return []
-    # Only the stretch that holds quotes, with a line break on either side standing for the
-    # start and the end of the data.
-    low, high = max(first - 1, 0), min(last + 2, len(data))
-    text = np.frombuffer(b"\n" + data[low:high] + b"\n", dtype=np.uint8)
+    # Byte masks over the stretch from the byte before the first quote: cheaper than
+    # following each quote when a file quotes every field.
+    low = max(first - 1, 0)
+    text = np.frombuffer(data, dtype=np.uint8)[low:]
+    quote = text == 0x22
+    ordinary = ~(quote | (text == 0x0A) | (text == 0x0D) | (text == ord(delimiter)))
+    if low == 0:
+        ordinary[0] &= not quote[0]
+    run_start = quote[1:] & ordinary[:-1]  # at i: a quote at i + 1 after ordinary text
+    found = (np.flatnonzero(run_start[:-1] & ordinary[2:]) + 1).tolist()
+    size = len(text)
+    for start in (np.flatnonzero(run_start[:-1] & quote[2:]) + 1).tolist():  # "" and longer runs: rare
+        stop = start
+        while stop < size and quote[stop]:
+            stop += 1
+        if (stop - start) % 2 and stop < size and ordinary[stop]:
+            found.append(start)
+    return sorted(at + low for at in found if at + low < end)
+
+
+@functools.cache
+def _plain_bytes(delimiter: str) -> np.ndarray:
+    """True for the bytes that are ordinary text: not a quote, a line break or the delimiter."""
     plain = np.ones(256, dtype=bool)
     plain[list(b'"\r\n' + delimiter.encode())] = False
-    quotes = np.flatnonzero(text == 0x22)
-    starts = quotes[plain[text[quotes - 1]]]  # runs that follow ordinary text
-    after = text[starts + 1]
-    single = after != 0x22
-    found = starts[single & plain[after]].tolist()
-    for start in starts[~single].tolist():  # "" and longer runs: rare, so a loop will do
-        stop = start
-        while text[stop] == 0x22:
-            stop += 1
-        if (stop - start) % 2 and plain[text[stop]]:
-            found.append(start)
-    return sorted(at - 1 + low for at in found if at - 1 + low < end)
+    return plain
 
 
 def _safe_end(data: bytes) -> int:

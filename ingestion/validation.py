@@ -68,8 +68,13 @@ class Report:
     def summary(self) -> str:
         if self.ok:
             return f"accepted: {self.rows:,} rows" + (f", {len(self.warnings)} warning(s)" if self.warnings else "")
-        kinds = ", ".join(f"{CODES.get(code, code).lower()} ×{n}" for code, n in self.error_counts.most_common())
+        kinds = ", ".join(f"{CODES.get(code, code).lower()} ×{n}" for code, n in self._counts_in_order())
         return f"refused: {self.error_count:,} problem(s): {kinds}"
+
+    def _counts_in_order(self) -> list[tuple[str, int]]:
+        """Most frequent first, ties in CODES order: the same however the file was cut up to be read."""
+        order = {code: i for i, code in enumerate(CODES)}
+        return sorted(self.error_counts.items(), key=lambda item: (-item[1], order.get(item[0], len(order)), item[0]))
 
     def as_dict(self) -> dict:
         return {
@@ -78,7 +83,7 @@ class Report:
             "delimiter": self.delimiter,
             "columns": self.columns,
             "error_count": self.error_count,
-            "error_counts": dict(self.error_counts),
+            "error_counts": dict(self._counts_in_order()),
             "errors": self.errors,
             "warnings": self.warnings,
             "summary": self.summary(),
