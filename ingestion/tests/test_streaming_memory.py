@@ -78,7 +78,8 @@ def test_a_file_over_100_times_the_upload_memory_limit_is_ingested_in_bounded_me
           f"{peak['medium'] / MB:.0f}, {peak['big'] / MB:.0f} MB")
     # The big file costs a fraction of its size, not a multiple of it ...
     assert growth < 0.75 * size["big"], f"{growth / MB:.0f} MB for a {size['big'] / MB:.0f} MB file"
-    # ... and memory hardly grows with the file: 200 MB more file, well under 50 MB more memory
-    # (8 bytes a row are kept, to count repeated ids).
-    assert extra < (size["big"] - size["medium"]) / 4, f"{extra / MB:.0f} MB more for {(size['big'] - size['medium']) / MB:.0f} MB more file"
+    # ... and memory hardly grows with the file: 200 MB more file, 14 MB more for the 8 bytes a
+    # row kept to count repeated ids, plus what the allocator happens to keep from the pieces in
+    # flight (5-35 MB seen, more on a busy machine): well under a third of the extra file.
+    assert extra < (size["big"] - size["medium"]) / 3, f"{extra / MB:.0f} MB more for {(size['big'] - size['medium']) / MB:.0f} MB more file"
     assert peak["big"] < 512 * MB
