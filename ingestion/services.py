@@ -66,7 +66,7 @@ def ingest_file(*, source: BinaryIO, original_name: str, user=None, origin: str 
     tmp = new_upload_path()
     scanner = byte_scanner(tmp)
     try:
-        tmp, sha, size = store_stream(source, target=tmp, observe=scanner.feed)
+        sha, size = store_stream(source, tmp, observe=scanner.feed)
     except UploadTooLarge as exc:
         return _record_too_large(original_name, exc, schema=schema, user=user, origin=origin)
     try:

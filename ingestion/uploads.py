@@ -49,21 +49,18 @@ def new_upload_path() -> Path:
     return target
 
 
-def store_stream(source: BinaryIO, *, target: Path | None = None,
-                 observe: Callable[[bytes], None] | None = None) -> tuple[Path, str, int]:
-    """Copy `source` to `target` (by default a new file under CL_HOME/tmp) in chunks; returns
-    the copy, its sha256 and its size.
+def store_stream(source: BinaryIO, target: Path, *, observe: Callable[[bytes], None] | None = None) -> tuple[str, int]:
+    """Copy `source` to `target` in chunks; returns the copy's sha256 and size.
 
     Each chunk is handed to `observe` once it is in the copy, so a reader of the copy sees
     every byte observed so far.
     """
     limit = settings.CL_UPLOAD_MAX_BYTES
-    target = target or new_upload_path()
     digest, size = hashlib.sha256(), 0
     try:
         # hashlib lets go of the GIL on large chunks, so each chunk is hashed on a second
         # thread while the next one is read, written and observed.
-        with open(target, "wb", buffering=0) as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
+        with open(target, "wb") as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
             hashing = None
             while chunk := source.read(CHUNK):
                 size += len(chunk)
@@ -74,10 +71,11 @@ def store_stream(source: BinaryIO, *, target: Path | None = None,
                 hashing = hasher.submit(digest.update, chunk)
                 out.write(chunk)
                 if observe is not None:
+                    out.flush()
                     observe(chunk)
             if hashing is not None:
                 hashing.result()
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return target, digest.hexdigest(), size
+    return digest.hexdigest(), size
