@@ -11,6 +11,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .buffers import string_buffers
+
 HASHED_BYTES = 64
 # Duplicate values are counted one range of hash values at a time, so counting needs only
 # 1/HASH_RANGES more memory than the hashes themselves.
@@ -24,29 +26,25 @@ def hash_strings(values: pa.Array) -> np.ndarray:
     if isinstance(values, pa.ChunkedArray):
         values = values.combine_chunks()
     values = pc.fill_null(values, "").cast(pa.string())
-    n = len(values)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]
-    data = values.buffers()[2]
-    text = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]] if data is not None else np.empty(0, np.uint8)
-    lengths = np.diff(offsets)
-    hashes = np.empty(n, dtype=np.uint64)
+    lengths = np.diff(string_buffers(values)[0])
     short = lengths <= HASHED_BYTES
     if short.all():
-        hashes[:] = _hash_short(text, offsets - offsets[0], lengths)
-    else:
-        # Rare: ids this long are hashed one by one.
-        hashes[~short] = pd.util.hash_array(values.filter(pa.array(~short)).to_numpy(zero_copy_only=False))
-        kept = values.filter(pa.array(short))
-        kept_offsets = np.frombuffer(kept.buffers()[1], dtype=np.int32)[kept.offset:kept.offset + len(kept) + 1]
-        kept_text = np.frombuffer(kept.buffers()[2], dtype=np.uint8) if kept.buffers()[2] is not None else np.empty(0, np.uint8)
-        hashes[short] = _hash_short(kept_text[kept_offsets[0]:kept_offsets[-1]], kept_offsets - kept_offsets[0], np.diff(kept_offsets))
+        return _hash_short(values)
+    # Rare: ids this long are hashed one by one.
+    hashes = np.empty(len(values), dtype=np.uint64)
+    hashes[~short] = pd.util.hash_array(values.filter(pa.array(~short)).to_numpy(zero_copy_only=False))
+    hashes[short] = _hash_short(values.filter(pa.array(short)))
     return hashes
 
 
-def _hash_short(text: np.ndarray, offsets: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    n = len(lengths)
+def _hash_short(values: pa.Array) -> np.ndarray:
+    """hash_strings for strings of at most HASHED_BYTES bytes."""
+    n = len(values)
     if n == 0:
         return np.empty(0, dtype=np.uint64)
+    offsets, text = string_buffers(values)
+    text, offsets = text[offsets[0]:offsets[-1]], offsets - offsets[0]
+    lengths = np.diff(offsets)
     width = int(lengths.max())
     words = -(-width // 8)
     table = np.zeros((n, words * 8), dtype=np.uint8)

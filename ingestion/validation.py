@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import csvio, hashing
+from .buffers import string_buffers
 from .stats import StatsAccumulator, value_counts
 
 MAX_LISTED = 100
@@ -430,13 +431,9 @@ def _may_need_trim(values: pa.Array) -> bool:
     """False when trimming whitespace surely changes nothing: every non-empty string starts
     and ends with a visible ASCII character (whitespace, and any byte of a multi-byte
     character, lies outside 0x21-0x7e). Cheaper than trimming ids that hardly ever need it."""
-    n = len(values)
-    if values.null_count or not n or values.type != pa.string():
+    if values.null_count or not len(values) or values.type != pa.string():
         return True
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]
-    if values.buffers()[2] is None:
-        return True
-    text = np.frombuffer(values.buffers()[2], dtype=np.uint8)
+    offsets, text = string_buffers(values)
     starts, ends = offsets[:-1], offsets[1:]
     filled = ends > starts
     if not filled.all():
@@ -447,15 +444,14 @@ def _may_need_trim(values: pa.Array) -> bool:
 
 def _empty_as_null(values: pa.Array) -> pa.Array:
     """The strings with every "" made null, sharing the text's buffers instead of copying them."""
-    n = len(values)
-    if values.null_count or not n:
+    if values.null_count or not len(values):
         return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset:values.offset + n + 1]
+    offsets = string_buffers(values)[0]
     present = offsets[1:] != offsets[:-1]
     if present.all():
         return values
     validity = pa.py_buffer(np.packbits(present, bitorder="little"))
-    return pa.StringArray.from_buffers(n, pa.py_buffer(offsets), values.buffers()[2], validity)
+    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), values.buffers()[2], validity)
 
 
 def _report_arrow_error(exc: pa.ArrowInvalid, raw: Path, report: Report, *, expected: int) -> None:
