@@ -7,6 +7,7 @@ import codecs
 import csv
 import functools
 import io
+import itertools
 import os
 import queue
 import threading
@@ -157,27 +158,23 @@ def _parsed_pieces(path: Path, row_starts: list[int], *, header: list[str], pars
     """Parse the pieces between consecutive row starts on PARSERS threads; yield them in order."""
     fd = os.open(path, os.O_RDONLY)
 
-    def parse_piece(start: int, end: int) -> pa.RecordBatch | None:
-        # One block per piece: the piece comes back as a single batch, with nothing to join.
+    def parse_piece(piece: tuple[int, int]) -> pa.RecordBatch | None:
+        start, end = piece
+        # One block per piece, so the piece comes back as one batch (or none, for blank lines).
         options = pacsv.ReadOptions(column_names=header, block_size=end - start + 1, use_threads=False)
         table = pacsv.read_csv(pa.BufferReader(pa.py_buffer(os.pread(fd, end - start, start))),
                                read_options=options, parse_options=parse, convert_options=convert)
         batches = table.to_batches()
-        return _joined(batches) if batches else None  # a piece of blank lines has no rows
+        return _joined(batches) if batches else None
 
-    pieces = iter(zip(row_starts, row_starts[1:]))
-    pending: deque = deque()
+    pieces = zip(row_starts, row_starts[1:])
     pool = ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="csv-parser")
     try:
-        for start, end in pieces:
-            pending.append(pool.submit(parse_piece, start, end))
-            if len(pending) >= PIECES_AHEAD:
-                break
+        pending = deque(pool.submit(parse_piece, piece) for piece in itertools.islice(pieces, PIECES_AHEAD))
         while pending:
             batch = pending.popleft().result()
-            for start, end in pieces:  # keep the parsers PIECES_AHEAD pieces ahead
-                pending.append(pool.submit(parse_piece, start, end))
-                break
+            if (piece := next(pieces, None)) is not None:  # keep the parsers PIECES_AHEAD pieces ahead
+                pending.append(pool.submit(parse_piece, piece))
             if batch is not None:
                 yield batch
     finally:
@@ -460,11 +457,11 @@ class _RowCuts:
             if not self.starts and data.find(b"\r", 0, max(newline - 1, 0)) >= 0:
                 self.failed = True  # a bare carriage return ends the header (or a row) before this
                 return
-            if (self.quotes + int(np.searchsorted(quotes, newline))) % 2:
-                self.failed = not self.starts  # a header with a quote left open
-                if self.failed:
+            if (self.quotes + int(np.searchsorted(quotes, newline))) % 2:  # inside a quoted value
+                if not self.starts:
+                    self.failed = True  # a header with a quote left open
                     return
-                at = newline + 1  # inside a quoted value: try the next line feed
+                at = newline + 1  # try the next line feed
                 continue
             self.starts.append(position + newline + 1)
             self.target = position + newline + 1 + PIECE_BYTES
