@@ -119,19 +119,23 @@ def models(request):
 
 @view_required
 def model_detail(request, version: str):
+    obj = _version_or_404(version, ModelVersion.objects.select_related("schema", "run"))
+    return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), "reason_form": RequiredReasonForm()})
+
+
+def _version_or_404(version: str, versions=ModelVersion.objects) -> ModelVersion:
+    """The version named like "1.2" in a URL; 404 for a name that is not one."""
     try:
         major, minor = ModelVersion.parse(version)
     except ValueError:
         raise Http404(version) from None
-    obj = get_object_or_404(ModelVersion.objects.select_related("schema", "run"), major=major, minor=minor)
-    return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), "reason_form": RequiredReasonForm()})
+    return get_object_or_404(versions, major=major, minor=minor)
 
 
 @require_POST
 @deploy_required
 def model_rollback(request, version: str):
-    major, minor = ModelVersion.parse(version)
-    target = get_object_or_404(ModelVersion, major=major, minor=minor)
+    target = _version_or_404(version)
     form = RequiredReasonForm(request.POST)
     if not form.is_valid():
         messages.error(request, "Give a reason for the rollback; it is kept in the deployment ledger.")

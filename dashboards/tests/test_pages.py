@@ -45,6 +45,13 @@ def test_the_model_and_run_pages_render(client, ready, users):
     assert client.get(reverse("model_detail", args=["9.9"])).status_code == 404
 
 
+def test_a_version_name_that_is_not_one_is_not_found(client, ready, users):
+    login(client, users["engineer"])
+    assert client.get(reverse("model_detail", args=["latest"])).status_code == 404
+    assert client.post(reverse("model_rollback", args=["latest"]), {"reason": "x"}).status_code == 404
+    assert client.post(reverse("model_rollback", args=["9.9"]), {"reason": "x"}).status_code == 404
+
+
 def test_the_viewer_cannot_upload_but_the_analyst_can(client, ready, users, demo):
     login(client, users["viewer"])
     assert client.get(reverse("upload")).status_code == 403
