@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CL_HOME ?= $(CURDIR)/var
 export CL_HOME
 
-.PHONY: run test test-sqlite test-scaleout bench install browser clean
+.PHONY: run test test-quick test-scaleout bench install browser clean
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ run: install
 test: install
 	$(BIN)/python -m pytest -q -m "not scaleout"
 	$(MAKE) --no-print-directory test-scaleout
+
+# A few minutes' run for while you work: no slow tests, no browser, no PostgreSQL.
+test-quick: install
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not scaleout"
 
 test-scaleout: install
 	DATABASE_URL=$${SCALEOUT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \

@@ -30,7 +30,7 @@ def _home_settings(home):
 def _forget_served_model():
     from modelhub import serving
 
-    serving._cached.update(key=None, version=None, model=None)
+    serving.forget()
 
 
 @pytest.fixture

@@ -138,8 +138,12 @@ FILE_UPLOAD_HANDLERS = ["ingestion.uploads.LimitedTemporaryFileUploadHandler"]
 CL_UPLOAD_MAX_BYTES = envint("CL_UPLOAD_MAX_BYTES", str(1024**3))
 # Share of rows held out for evaluation, chosen by a hash of each row's id (or content).
 CL_HOLDOUT_PERCENT = envint("CL_HOLDOUT_PERCENT", "20")
-# A run whose heartbeat is older than this is taken to have died with its worker.
-CL_STALE_RUN_MINUTES = envint("CL_STALE_RUN_MINUTES", "30")
+# The longest a retraining (or any worker task) may take: django-q2 stops it after this, and
+# presents a task again only after it could have ended. A run is never stopped for being slow
+# before that; it is failed early only when its heartbeat (every 5 s) stops for a minute.
+CL_RUN_TIMEOUT_MINUTES = envint("CL_RUN_TIMEOUT_MINUTES", "120")
+# A queued run no worker has started after this is handed over once more, then failed.
+CL_QUEUED_RUN_MINUTES = envint("CL_QUEUED_RUN_MINUTES", "15")
 # Folds for choosing between candidate estimators by cross-validation.
 CL_CV_FOLDS = envint("CL_CV_FOLDS", "3")
 
@@ -156,9 +160,10 @@ STORAGES = {
 
 Q_CLUSTER = {
     "name": "clsite",
-    "workers": envint("Q_WORKERS", "1"),
-    "timeout": envint("Q_TIMEOUT", "3600"),
-    "retry": envint("Q_TIMEOUT", "3600") + 600,
+    # Two: a long retraining holds one, the watchdog, alerts and scoring use the other.
+    "workers": envint("Q_WORKERS", "2"),
+    "timeout": CL_RUN_TIMEOUT_MINUTES * 60,
+    "retry": CL_RUN_TIMEOUT_MINUTES * 60 + 300,
     "max_attempts": 1,
     "catch_up": False,
     "save_limit": 500,

@@ -8,12 +8,8 @@ class UploadForm(forms.Form):
 
 
 class ReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=2000)
-
-
-class RequiredReasonForm(forms.Form):
-    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), max_length=2000,
-                             help_text="Kept in the deployment ledger.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 2}), required=False, max_length=2000,
+                             help_text="Kept in the ledger.")
 
 
 class RetrainForm(forms.Form):

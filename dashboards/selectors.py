@@ -1,9 +1,7 @@
 """Reads for the pages: what each page shows, gathered in one place per page."""
 from django.conf import settings
-from django.db.models import Count, Max
 
-from ingestion.models import MasterPartition
-from ingestion.services import get_data_stats
+from ingestion.selectors import data_stats as get_data_stats
 from ingestion.uploads import human_bytes
 from modelhub import schedule
 from modelhub.models import Deployment, ModelVersion, TrainingRun
@@ -63,29 +61,21 @@ def run_page(run: TrainingRun) -> dict:
     return {
         "run": run,
         "gates": (candidate.validation or {}).get("gates", []) if candidate else [],
-        "batches": run.batches.all(),
+        "batches": run.new_batches.order_by("pk"),
         "in_progress": run.status in (TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING),
         "total_seconds": sum(stage["seconds"] for stage in run.stages),
     }
 
 
+def batch_page(batch) -> dict:
+    """The batch and the last run that took it up (the one that merged it, or put it on hold)."""
+    run = batch.training_runs.select_related("candidate").order_by("-pk").first()
+    return {"batch": batch, "run": run}
+
+
 def predict_hints() -> dict:
     """Starting values for the prediction form (mean of numbers, commonest category) and which
-    numeric columns are 0/1 flags, read off the master's stored column summaries.
-
-    They change only when a batch joins the master, so each process keeps them per master state.
-    """
-    key = MasterPartition.objects.aggregate(last=Max("pk"), n=Count("pk"))
-    key = (key["last"], key["n"])
-    if _hints_cache.get("key") != key:
-        _hints_cache.update(key=key, hints=_predict_hints())
-    return _hints_cache["hints"]
-
-
-_hints_cache: dict = {}
-
-
-def _predict_hints() -> dict:
+    numeric columns are 0/1 flags, read off the master's stored column summaries."""
     typical, flags = {}, set()
     for name, column in get_data_stats()["columns"].items():
         if column["kind"] == "numeric" and column.get("mean") is not None:

@@ -7,15 +7,15 @@ from django.core.paginator import Paginator
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
-from django_q.tasks import async_task
 
 from ingestion import services as ingestion
 from ingestion.models import DatasetSchema, DataBatch
-from modelhub import retraining, schedule, serving, services
+from modelhub import schedule, serving, services
+from modelhub.runs import request_retraining
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 
 from . import charts, selectors
-from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RequiredReasonForm, RetrainForm, UploadForm
+from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RetrainForm, UploadForm
 
 view_required = permission_required("modelhub.view_modelversion", raise_exception=True)
 upload_required = permission_required("ingestion.upload_data", raise_exception=True)
@@ -35,7 +35,7 @@ def overview(request):
 @view_required
 def data(request):
     status = request.GET.get("status", "")
-    batches = DataBatch.objects.select_related("uploaded_by", "run")
+    batches = DataBatch.objects.select_related("uploaded_by")
     if status in DataBatch.Status.values:
         batches = batches.filter(status=status)
     page = Paginator(batches, 25).get_page(request.GET.get("page"))
@@ -70,8 +70,8 @@ def upload(request):
 
 @view_required
 def batch_detail(request, pk: int):
-    batch = get_object_or_404(DataBatch.objects.select_related("uploaded_by", "run", "schema"), pk=pk)
-    return render(request, "dashboards/batch_detail.html", {"batch": batch, "reason_form": ReasonForm()})
+    batch = get_object_or_404(DataBatch.objects.select_related("uploaded_by", "schema"), pk=pk)
+    return render(request, "dashboards/batch_detail.html", {**selectors.batch_page(batch), "reason_form": ReasonForm()})
 
 
 @view_required
@@ -120,32 +120,25 @@ def models(request):
 @view_required
 def model_detail(request, version: str):
     obj = _version_or_404(version, ModelVersion.objects.select_related("schema", "run"))
-    return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), "reason_form": RequiredReasonForm()})
+    return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), "reason_form": ReasonForm()})
 
 
-def _version_or_404(version: str, versions=ModelVersion.objects) -> ModelVersion:
+def _version_or_404(version: str, versions=None) -> ModelVersion:
     """The version named like "1.2" in a URL; 404 for a name that is not one."""
     try:
-        major, minor = ModelVersion.parse(version)
-    except ValueError:
+        return ModelVersion.named(version, versions)
+    except (ValueError, ModelVersion.DoesNotExist):
         raise Http404(version) from None
-    return get_object_or_404(versions, major=major, minor=minor)
 
 
 @require_POST
 @deploy_required
 def model_rollback(request, version: str):
     target = _version_or_404(version)
-    form = RequiredReasonForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Give a reason for the rollback; it is kept in the deployment ledger.")
-        return redirect("model_detail", version=version)
-    force = target.status == ModelVersion.Status.REJECTED
+    form = ReasonForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
     try:
-        if force:
-            services.force_deploy(version=target, user=request.user, reason=form.cleaned_data["reason"])
-        else:
-            services.rollback(to=target, user=request.user, reason=form.cleaned_data["reason"])
+        services.activate_version(version=target, user=request.user, reason=reason)
     except services.DeploymentError as exc:
         messages.error(request, f"Refused: {exc}")
     else:
@@ -173,10 +166,9 @@ def run_detail(request, pk: int):
 def run_start(request):
     form = RetrainForm(request.POST)
     force = form.is_valid() and form.cleaned_data["force"]
-    run = retraining.request_run(user=request.user, trigger=TrainingRun.Trigger.MANUAL, force=force)
-    async_task("modelhub.tasks.run_queued_retraining", run.pk, task_name=f"retraining-{run.pk}")
-    messages.success(request, f"Run {run.pk} is queued; the worker starts it within seconds. This page refreshes until it ends.")
-    return redirect("run_detail", pk=run.pk)
+    asked = request_retraining(user=request.user, trigger=TrainingRun.Trigger.MANUAL, force=force)
+    (messages.success if asked.created else messages.info)(request, asked.message + " This page refreshes until it ends.")
+    return redirect("run_detail", pk=asked.run.pk)
 
 
 @view_required

@@ -14,7 +14,7 @@ class DataBatchAdmin(ReadOnlyAdmin):
     list_select_related = ["uploaded_by"]
     actions = ["release_batches", "discard_batches"]
     readonly_fields = ["original_name", "sha256", "size_bytes", "rows", "status", "source", "uploaded_by", "uploaded_at",
-                       "schema", "raw_path", "parquet_path", "merged_at", "run", "note", "report", "stats"]
+                       "schema", "raw_path", "parquet_path", "merged_at", "note", "report", "stats"]
 
     @admin.display(description="report")
     def summary(self, obj):

@@ -5,17 +5,13 @@ its line and column rather than an exception that hides every other problem.
 """
 import codecs
 import csv
-import functools
 import io
-import itertools
-import os
 import queue
 import threading
-from collections import Counter, deque
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -30,13 +26,6 @@ BLOCK_SIZE = 512 << 10
 CHECK_BYTES = 2 << 20
 SNIFF_BYTES = 1 << 16
 SCAN_CHUNK = 8 << 20
-# A clean file is cut at row boundaries into pieces of about PIECE_BYTES, parsed by PARSERS
-# threads at once, at most PIECES_AHEAD pieces ahead of the consumer. A quoted value that keeps
-# a piece growing past MAX_PIECE_BYTES sends the file to the one-thread streaming reader.
-PIECE_BYTES = 4 << 20
-MAX_PIECE_BYTES = 32 << 20
-PARSERS = max(2, min(os.cpu_count() or 2, 4))
-PIECES_AHEAD = PARSERS + 1
 # A number as people write it in a CSV; "inf", "nan" and "1,5" are not numbers here.
 NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 # Files people upload by mistake, recognised by their first bytes (not all of them hold a NUL early).
@@ -115,14 +104,12 @@ def read_options(header: list[str]) -> pacsv.ReadOptions:
 DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 
 
-def convert_options(columns: list[str], *, check_utf8: bool = True, dictionary=(), numbers=()) -> pacsv.ConvertOptions:
+def convert_options(columns: list[str], *, check_utf8: bool = True, dictionary=()) -> pacsv.ConvertOptions:
     types = {name: pa.string() for name in columns}
     types.update({name: DICTIONARY for name in dictionary})
-    types.update({name: pa.float64() for name in numbers})
     return pacsv.ConvertOptions(
         column_types=types,
         include_columns=columns,
-        null_values=[""],  # an empty number is missing; a quoted empty one fails the conversion
         strings_can_be_null=False,
         quoted_strings_can_be_null=False,
         check_utf8=check_utf8,
@@ -131,55 +118,48 @@ def convert_options(columns: list[str], *, check_utf8: bool = True, dictionary=(
 
 def stream_batches(
     path: Path, *, header: list[str], delimiter: str, columns: list[str], on_bad_row: Callable | None = None,
-    utf8_checked: bool = False, dictionary=(), numbers=(), row_starts: list[int] | None = None,
+    utf8_checked: bool = False, dictionary=(),
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of `columns`, in file order; rows with the wrong number of fields go to
-    on_bad_row (which may be called from several threads).
+    """Record batches of `columns` as strings, in file order; rows with the wrong number of
+    fields go to on_bad_row.
 
-    Columns named in `dictionary` come as dictionary-encoded strings (DICTIONARY), those in
-    `numbers` as float64 (null where empty; any value that is not a number, whitespace around
-    it aside, stops the reading with pa.ArrowInvalid), the rest as plain strings; no string is
-    ever null. Parsing runs on other threads, ahead of the caller,
-    so it overlaps the caller's work on the previous batch: with `row_starts` (from scan_bytes)
-    pieces of the file are parsed on several threads at once, without them one thread streams
-    the whole file. Pass utf8_checked=True when scan_bytes has already checked the whole file,
-    so the parser need not do it again.
+    Columns named in `dictionary` come dictionary-encoded (DICTIONARY), the rest as plain
+    strings; no value is ever null. One pyarrow streaming reader parses the file on a thread
+    of its own, ahead of the caller, so parsing overlaps the caller's work on the previous
+    batch. Pass utf8_checked=True when a ByteScanner has already checked the whole file, so the
+    parser need not do it again.
     """
     parse = pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_bad_row)
-    convert = convert_options(columns, check_utf8=not utf8_checked, dictionary=dictionary, numbers=numbers)
-    if row_starts:
-        yield from _parsed_pieces(path, row_starts, header=header, parse=parse, convert=convert)
-        return
-    reader = pacsv.open_csv(path, read_options=read_options(header), parse_options=parse, convert_options=convert)
-    yield from _read_ahead(_joined_batches(reader))
+    convert = convert_options(columns, check_utf8=not utf8_checked, dictionary=dictionary)
+    with open(path, "rb") as fh:
+        reader = pacsv.open_csv(_NoCarriageReturnAtEnd(fh), read_options=read_options(header), parse_options=parse,
+                                convert_options=convert)
+        yield from _read_ahead(_joined_batches(reader))
 
 
-def _parsed_pieces(path: Path, row_starts: list[int], *, header: list[str], parse, convert) -> Iterator[pa.RecordBatch]:
-    """Parse the pieces between consecutive row starts on PARSERS threads; yield them in order."""
-    fd = os.open(path, os.O_RDONLY)
+class _NoCarriageReturnAtEnd(io.RawIOBase):
+    """The file, read so that no read ends in a carriage return (it waits for the next read).
 
-    def parse_piece(piece: tuple[int, int]) -> pa.RecordBatch | None:
-        start, end = piece
-        # One block per piece, so the piece comes back as one batch (or none, for blank lines).
-        options = pacsv.ReadOptions(column_names=header, block_size=end - start + 1, use_threads=False)
-        table = pacsv.read_csv(pa.BufferReader(pa.py_buffer(os.pread(fd, end - start, start))),
-                               read_options=options, parse_options=parse, convert_options=convert)
-        batches = table.to_batches()
-        return _joined(batches) if batches else None
+    pyarrow's CSV reader drops the line feed of a CRLF inside a quoted value when its input
+    blocks split the pair: it takes a block's leading LF after a block ending in CR for the
+    rest of a line end (apache/arrow#51368, open in pyarrow 26). The reader takes each read as
+    one block, so holding the CR back keeps the pair together.
+    """
 
-    pieces = zip(row_starts, row_starts[1:])
-    pool = ThreadPoolExecutor(max_workers=PARSERS, thread_name_prefix="csv-parser")
-    try:
-        pending = deque(pool.submit(parse_piece, piece) for piece in itertools.islice(pieces, PIECES_AHEAD))
-        while pending:
-            batch = pending.popleft().result()
-            if (piece := next(pieces, None)) is not None:  # keep the parsers PIECES_AHEAD pieces ahead
-                pending.append(pool.submit(parse_piece, piece))
-            if batch is not None:
-                yield batch
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        os.close(fd)
+    def __init__(self, raw: BinaryIO):
+        self.raw = raw
+        self.held = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        data = self.held + self.raw.read(max(len(buffer) - len(self.held), 0))
+        self.held = b""
+        if len(data) > 1 and data.endswith(b"\r"):
+            data, self.held = data[:-1], b"\r"
+        buffer[:len(data)] = data
+        return len(data)
 
 
 def _joined_batches(reader: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
@@ -246,29 +226,43 @@ def _joined(batches: list[pa.RecordBatch]) -> pa.RecordBatch:
     return pa.Table.from_batches(filled).combine_chunks().to_batches()[0]
 
 
-def read_all_as_strings(path: Path, *, delimiter: str, columns: list[str]) -> pa.Table:
-    return pa.Table.from_batches(list(stream_batches(path, header=columns, delimiter=delimiter, columns=columns)))
+class BrokenRow(Exception):
+    """The csv module gave up on a row (a quote left open); `line` is where that row starts."""
+
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+def _rows_with_lines(path: Path, *, delimiter: str, strict: bool = False) -> Iterator[tuple[int, list[str]]]:
+    """Each row after the header with the line it starts on (a quoted value may span lines);
+    raises BrokenRow where the csv module gives up."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        reader = csv.reader(fh, delimiter=delimiter, strict=strict)
+        next(reader, None)
+        end = reader.line_num
+        try:
+            for row in reader:
+                yield end + 1, row
+                end = reader.line_num
+        except csv.Error as exc:
+            # The reader stops where it noticed the problem, often the end of the file for an
+            # unclosed quote; the row that went wrong started on the line after the last good one.
+            raise BrokenRow(end + 1, str(exc)) from None
 
 
 def locate_ragged_rows(path: Path, *, delimiter: str, expected: int, limit: int) -> tuple[list[dict], int]:
     """Line numbers of rows with the wrong number of fields (a slow pass, run only on bad files)."""
     found, total = [], 0
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter, strict=True)
-        next(reader, None)
-        line = reader.line_num
-        try:
-            for row in reader:
-                start, line = line + 1, reader.line_num
-                if len(row) != expected and row:
-                    total += 1
-                    if len(found) < limit:
-                        found.append({"line": start, "fields": len(row)})
-        except csv.Error as exc:
-            # The reader stops where it noticed the problem, often the end of the file for an
-            # unclosed quote; the row that went wrong started on the line after the last good one.
-            total += 1
-            found.append({"line": line + 1, "fields": None, "error": str(exc)})
+    try:
+        for line, row in _rows_with_lines(path, delimiter=delimiter, strict=True):
+            if len(row) != expected and row:
+                total += 1
+                if len(found) < limit:
+                    found.append({"line": line, "fields": len(row)})
+    except BrokenRow as exc:
+        total += 1
+        found.append({"line": exc.line, "fields": None, "error": str(exc)})
     return found, total
 
 
@@ -281,25 +275,18 @@ def record_lines(path: Path, *, delimiter: str, expected: int, records: set[int]
     """
     found: dict[int, int] = {}
     wanted = sorted(records)
-    if not wanted:
-        return found
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-        reader = csv.reader(fh, delimiter=delimiter)
-        next(reader, None)
-        line, index, position = reader.line_num, 0, 0
-        try:
-            for row in reader:
-                start, line = line + 1, reader.line_num
-                if len(row) != expected:
-                    continue
-                if index == wanted[position]:
-                    found[index] = start
-                    position += 1
-                    if position == len(wanted):
-                        break
-                index += 1
-        except csv.Error:
-            pass
+    index = 0
+    try:
+        for line, row in _rows_with_lines(path, delimiter=delimiter):
+            if len(found) == len(wanted):
+                break
+            if len(row) != expected:
+                continue
+            if index == wanted[len(found)]:
+                found[index] = line
+            index += 1
+    except BrokenRow:
+        pass
     return found
 
 
@@ -319,9 +306,6 @@ class ByteScan:
     delimiter: str
     problems: list[dict]  # the first `limit` problems, each with its line and 0-based field
     counts: Counter  # every problem, by code
-    # Where the header's line ends and rows start, about every PIECE_BYTES, and the end of the
-    # file: the pieces stream_batches may parse in parallel. None for a file with problems.
-    row_starts: list[int] | None
 
 
 def scan_bytes(path: Path, *, delimiter: str, limit: int) -> ByteScan:
@@ -337,8 +321,7 @@ class ByteScanner:
     """One pass over the raw bytes, fed in chunks, for what the CSV parser cannot see or would hide.
 
     Finds NUL bytes (binary content) and invalid UTF-8, stopping at the first one, and lists
-    stray quotes (all counted). On the way it finds row starts to cut the file at: line breaks
-    after an even number of quotes, so not inside a quoted value. Without a delimiter it reads
+    stray quotes (all counted). Without a delimiter it reads
     the header from the first bytes to learn it, and gives up (finish() returns None) on a
     file whose header cannot be read. A problem's line is counted from `path`, which must hold
     every byte fed so far.
@@ -348,11 +331,9 @@ class ByteScanner:
         self.path, self.delimiter, self.limit = path, delimiter, limit
         self.problems: list[dict] = []
         self.counts: Counter = Counter()
-        self.cuts = _RowCuts()
         self.skip: int | None = None  # the length of a BOM, once the first bytes are in
         self.offset = 0  # where the carried-over bytes start, in bytes after any BOM
         self.carry = b""
-        self.size = 0
         self.done = False
         # Lines are counted only once there is a problem to place: clean files never pay for it.
         self.lines_before: int | None = None
@@ -360,7 +341,6 @@ class ByteScanner:
     def feed(self, chunk: bytes) -> None:
         if self.done or not chunk:
             return
-        self.size += len(chunk)
         data = self.carry + chunk
         if self.skip is None or self.delimiter is None:
             if len(data) < SNIFF_BYTES:
@@ -380,8 +360,7 @@ class ByteScanner:
             self._scan(self.carry, len(self.carry))
         if self.delimiter is None:
             return None
-        row_starts = None if self.counts else self.cuts.finish(self.size)
-        return ByteScan(self.delimiter, self.problems, self.counts, row_starts)
+        return ByteScan(self.delimiter, self.problems, self.counts)
 
     def _start(self, head: bytes) -> None:
         self.skip = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
@@ -410,8 +389,6 @@ class ByteScanner:
             self._add("bad_quoting", data, at,
                       "a quote inside a field that is not quoted, or text after a closing quote; "
                       "quote the whole field and double the quotes inside it")
-        if not self.counts:
-            self.cuts.add(data, end, self.skip + self.offset, self.delimiter)
         if self.lines_before is not None:
             self.lines_before += data.count(b"\n", 0, end)
         self.offset += end
@@ -424,84 +401,6 @@ class ByteScanner:
             start = data.rfind(b"\n", 0, at) + 1
             self.problems.append({"code": code, "line": self.lines_before + data.count(b"\n", 0, at) + 1,
                                   "field": field_index(data[start:at], self.delimiter), "message": message})
-
-
-class _RowCuts:
-    """Row starts about every PIECE_BYTES, found chunk by chunk: the first line feed at or after
-    each target that follows an even number of quotes, so not inside a quoted value.
-
-    The count of quotes says where quoted values are only if every quote opens, closes or
-    doubles one. The parser takes a quote anywhere else in a field (15", a "b") as a plain
-    character, and a bare carriage return as a line end; either makes the cuts untrustworthy,
-    and the file is left uncut (finish() gives None), as is one whose header holds a quote
-    left open. Quotes with text after them (ab"c, "ab"c) are the byte scan's problems.
-    """
-
-    def __init__(self):
-        self.starts: list[int] = []
-        self.target = 0  # where to look for the next cut, as a file position
-        self.quotes = 0  # quotes before the data given to add()
-        self.last = None  # the byte before that data; None at the start of the file
-        self.failed = False
-
-    def add(self, data: bytes, end: int, position: int, delimiter: str) -> None:
-        """Look for cuts in data[:end], which starts at file position `position`."""
-        if self.failed:
-            return
-        quotes = _quote_positions(data, end)
-        if len(quotes) and not self._all_at_value_edges(data, quotes, delimiter):
-            self.failed = True
-            return
-        at = max(self.target - position, 0)
-        while (newline := data.find(b"\n", at, end)) >= 0:
-            if not self.starts and data.find(b"\r", 0, max(newline - 1, 0)) >= 0:
-                self.failed = True  # a bare carriage return ends the header (or a row) before this
-                return
-            if (self.quotes + int(np.searchsorted(quotes, newline))) % 2:  # inside a quoted value
-                if not self.starts:
-                    self.failed = True  # a header with a quote left open
-                    return
-                at = newline + 1  # try the next line feed
-                continue
-            self.starts.append(position + newline + 1)
-            self.target = position + newline + 1 + PIECE_BYTES
-            at = self.target - position
-        if not self.starts and data.find(b"\r", 0, end) >= 0:
-            self.failed = True  # no header end yet, and already a carriage return
-            return
-        self.quotes += len(quotes)
-        self.last = data[end - 1] if end else self.last
-
-    def _all_at_value_edges(self, data: bytes, quotes: np.ndarray, delimiter: str) -> bool:
-        """Every quote that an even number of quotes precede (one that opens a quoted value, if
-        the count is right) starts a field or follows another quote."""
-        opening = quotes[self.quotes % 2::2]
-        if not len(opening):
-            return True
-        edges = ~_plain_bytes(delimiter)
-        text = np.frombuffer(data, dtype=np.uint8)
-        if opening[0] == 0:
-            if self.last is not None and not edges[self.last]:
-                return False
-            opening = opening[1:]
-        return bool(edges[text[opening - 1]].all())
-
-    def finish(self, size: int) -> list[int] | None:
-        """The row starts and the end of the file; None when a piece would be too large."""
-        if self.failed or not self.starts:
-            return None  # no line feed after the header
-        starts = self.starts + ([size] if self.starts[-1] < size else [])
-        if any(b - a > MAX_PIECE_BYTES for a, b in zip(starts, starts[1:])):
-            return None
-        return starts
-
-
-def _quote_positions(data: bytes, end: int) -> np.ndarray:
-    """Where the quotes in data[:end] are (most files have none past the header)."""
-    first = data.find(b'"', 0, end)
-    if first < 0:
-        return np.empty(0, dtype=np.intp)
-    return first + np.flatnonzero(np.frombuffer(data, dtype=np.uint8, count=end)[first:] == 0x22)
 
 
 def _count_lines(path: Path, skip: int, size: int) -> int:
@@ -547,14 +446,6 @@ def stray_quotes(data: bytes, end: int, delimiter: str) -> list[int]:
         if (stop - start) % 2 and stop < size and ordinary[stop]:
             found.append(start)
     return sorted(at + low for at in found if at + low < end)
-
-
-@functools.cache
-def _plain_bytes(delimiter: str) -> np.ndarray:
-    """True for the bytes that are ordinary text: not a quote, a line break or the delimiter."""
-    plain = np.ones(256, dtype=bool)
-    plain[list(b'"\r\n' + delimiter.encode())] = False
-    return plain
 
 
 def _safe_end(data: bytes) -> int:

@@ -6,6 +6,7 @@ data/training, so it costs the same whatever the size of the master.
 """
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -16,9 +17,11 @@ from django.utils import timezone
 
 from clsite import home
 
-from .models import DataBatch, MasterPartition
+from .models import DatasetSchema, DataBatch, MasterPartition, MasterSummary
+from .stats import StatsAccumulator
 
 BATCH_COLUMN = "_batch"
+SUMMARY_ROWS = 64_000  # rows summarised at a time: bounds the memory of the Arrow copy
 
 
 def link_or_copy(source: Path, target: Path) -> None:
@@ -29,15 +32,55 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copy2(source, target)
 
 
-def merge_batches(batches: list[DataBatch], *, run=None) -> list[MasterPartition]:
-    """Add staged batches to the master and archive their raw files.
+@dataclass(frozen=True)
+class Merge:
+    """Staged batches to add to the master, with what the master will hold once they are in."""
+
+    batches: list[DataBatch]
+    rows: int
+    replaced_rows: int  # in the whole master after the merge
+    stats: dict
+
+    @property
+    def newly_replaced(self) -> int:
+        """Rows of the master (or of these batches) that this merge's rows replace."""
+        return self.replaced_rows - current_summary().replaced_rows
+
+
+def plan_merge(batches: list[DataBatch], schema, *, frame: pd.DataFrame | None = None, replaced: int | None = None) -> Merge:
+    """What merging `batches` makes of the master. `frame` and `replaced` are rows_after_merge()
+    for these batches when the caller has read them already (a retraining has)."""
+    if frame is None:
+        frame, replaced = rows_after_merge(batches, schema)
+    return Merge(batches=list(batches), rows=len(frame), replaced_rows=replaced, stats=summarise(frame, schema))
+
+
+def rows_after_merge(batches: list[DataBatch], schema) -> tuple[pd.DataFrame, int]:
+    """The master's rows with `batches` added, newest row of each id only, and how many rows were replaced."""
+    return drop_replaced_ids(read_batches(master_batches() + list(batches), schema), schema.id_column)
+
+
+def summarise(frame: pd.DataFrame, schema) -> dict:
+    """The column statistics of these rows, as a batch's are kept (ingestion.stats)."""
+    from .validation import arrow_schema
+
+    target = arrow_schema(schema)
+    accumulator = StatsAccumulator(schema)
+    table = pa.Table.from_pandas(frame[target.names], schema=target, preserve_index=False)
+    for batch in table.to_batches(max_chunksize=SUMMARY_ROWS):
+        accumulator.add(batch)
+    return accumulator.as_dict()
+
+
+def merge_batches(merge: Merge) -> list[MasterPartition]:
+    """Add staged batches to the master and archive their raw files; the summary follows.
 
     Files are linked to their new places first and the old names removed only after the
     database commits, so a crash at any point leaves every batch whole in one place or the other.
     """
     moves, partitions = [], []
     with transaction.atomic():
-        for batch in batches:
+        for batch in merge.batches:
             part = f"data/training/part-{batch.pk:06d}.parquet"
             archived = f"data/archive/{Path(batch.raw_path).name}"
             link_or_copy(home.path(batch.parquet_path), home.path(part))
@@ -47,10 +90,25 @@ def merge_batches(batches: list[DataBatch], *, run=None) -> list[MasterPartition
             batch.status = DataBatch.Status.MERGED
             batch.parquet_path, batch.raw_path = part, archived
             batch.merged_at = timezone.now()
-            batch.run = run
-            batch.save(update_fields=["status", "parquet_path", "raw_path", "merged_at", "run"])
+            batch.save(update_fields=["status", "parquet_path", "raw_path", "merged_at"])
+        MasterSummary.objects.update_or_create(pk=1, defaults={"rows": merge.rows, "replaced_rows": merge.replaced_rows, "stats": merge.stats})
         transaction.on_commit(lambda: [home.path(old).unlink(missing_ok=True) for old in moves])
     return partitions
+
+
+def current_summary() -> MasterSummary:
+    """The stored summary of the master; rebuilt from the partitions if it is missing (a
+    system merged before summaries were kept)."""
+    summary = MasterSummary.objects.filter(pk=1).first()
+    if summary is not None:
+        return summary
+    schema = DatasetSchema.current()
+    if schema is None or not MasterPartition.objects.exists():
+        return MasterSummary(pk=1)
+    frame, replaced = rows_after_merge([], schema)
+    summary, _ = MasterSummary.objects.update_or_create(
+        pk=1, defaults={"rows": len(frame), "replaced_rows": replaced, "stats": summarise(frame, schema)})
+    return summary
 
 
 def read_batches(batches: list[DataBatch], schema) -> pd.DataFrame:

@@ -82,10 +82,6 @@ class DataBatch(models.Model):
     report = models.JSONField(default=dict, blank=True)
     stats = models.JSONField(default=dict, blank=True)
     merged_at = models.DateTimeField(null=True, blank=True)
-    run = models.ForeignKey(
-        "modelhub.TrainingRun", null=True, blank=True, on_delete=models.SET_NULL, related_name="batches",
-        help_text="The run that merged this batch, or that put it on hold.",
-    )
     note = models.TextField(blank=True)
 
     class Meta:
@@ -125,3 +121,23 @@ class MasterPartition(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class MasterSummary(models.Model):
+    """The master dataset as pages and `data_stats` show it: its rows once newer rows have
+    replaced older ones with the same id, their class balance and column summaries.
+
+    One row (pk=1), rewritten in the transaction of every merge, so pages read one row
+    instead of combining every batch's statistics.
+    """
+
+    rows = models.BigIntegerField(default=0)
+    replaced_rows = models.BigIntegerField(default=0, help_text="Rows of the partitions that newer rows with the same id replaced.")
+    stats = models.JSONField(default=dict, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "master summary"
+
+    def __str__(self) -> str:
+        return f"master dataset: {self.rows:,} rows"

@@ -3,9 +3,11 @@
 Nothing here knows the demo's columns: the target and id column are named by the caller,
 every other column becomes a feature whose kind is read off its values.
 """
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -14,6 +16,8 @@ from . import csvio
 # Category lists longer than this are cut: the schema records the common values only and
 # treats the rest as "new category" warnings, like any value it has not seen.
 MAX_CATEGORIES = 200
+# Distinct values counted per column while learning; past this the rarest are let go.
+MAX_TRACKED = 100_000
 POSITIVE_WORDS = ("1", "yes", "y", "true", "t", "positive", "pos")
 
 
@@ -31,27 +35,61 @@ class LearnedSchema:
 
 
 def learn_schema(csv_path: Path, *, target: str, id_column: str = "", positive_label: str = "") -> LearnedSchema:
+    """Read the file once, block by block, keeping per column only its distinct values' counts."""
     try:
         header, delimiter = csvio.read_header(csv_path)
     except csvio.HeaderError as exc:
         raise SchemaError(str(exc)) from None
     _check_named_columns(header, target, id_column)
+    profiles = {name: _Profile(count=name != id_column) for name in header}
     try:
-        table = csvio.read_all_as_strings(csv_path, delimiter=delimiter, columns=header)
+        # Dictionary-encoded: each block's checks and counts work on its distinct values only.
+        for block in csvio.stream_batches(csv_path, header=header, delimiter=delimiter, columns=header, dictionary=header):
+            for name, profile in profiles.items():
+                profile.add(block.column(name))
     except pa.ArrowInvalid as exc:
         # Callers report SchemaError as a message; the full check with lines comes at ingest.
         raise SchemaError(f"the file could not be read as CSV: {exc}") from None
-    if table.num_rows == 0:
+    if profiles[target].rows == 0:
         raise SchemaError("the file has a header but no rows")
-    labels = _target_labels(table.column(target), target)
-    positive = _choose_positive(labels, table.column(target), positive_label, target)
+    labels = _target_labels(profiles[target], target)
+    positive = _choose_positive(labels, profiles[target], positive_label)
     negative = next(label for label in labels if label != positive)
-    if id_column:
-        _check_ids(table.column(id_column), id_column)
-    features = [_learn_feature(name, table.column(name)) for name in header if name not in (target, id_column)]
+    if id_column and profiles[id_column].empty:
+        raise SchemaError(f"the id column {id_column!r} has empty values")
+    features = [_feature(name, profiles[name]) for name in header if name not in (target, id_column)]
     if not features:
         raise SchemaError("the file has no feature columns besides the target and id")
     return LearnedSchema(target, positive, negative, id_column, features)
+
+
+class _Profile:
+    """What schema learning needs of one column: rows, empty values, whether every other value
+    is a number, and (unless `count` is off, as for ids) how often each trimmed value occurs."""
+
+    def __init__(self, *, count: bool = True):
+        self.rows = 0
+        self.empty = 0
+        self.numbers = True
+        self.counts: Counter | None = Counter() if count else None
+
+    def add(self, column: pa.Array) -> None:
+        self.rows += len(column)
+        names = pc.utf8_trim_whitespace(column.dictionary)
+        used = np.bincount(column.indices.to_numpy(zero_copy_only=False), minlength=len(names))
+        empty = pc.equal(names, "").to_numpy(zero_copy_only=False)
+        self.empty += int(used[empty].sum())
+        present = pc.filter(names, pa.array(~empty & (used > 0)))
+        if self.numbers and len(present) and not pc.all(csvio.is_number(present)).as_py():
+            self.numbers = False
+        if self.counts is not None:
+            for name, n in zip(names.to_pylist(), used.tolist()):
+                if n and name:
+                    self.counts[name] += n
+            if len(self.counts) > MAX_TRACKED:
+                # A column of this many distinct values is a number or an id, not a category;
+                # its commonest values are all that could ever become categories.
+                self.counts = Counter(dict(self.counts.most_common(MAX_TRACKED // 2)))
 
 
 def _check_named_columns(header: list[str], target: str, id_column: str) -> None:
@@ -65,18 +103,17 @@ def _check_named_columns(header: list[str], target: str, id_column: str) -> None
         raise SchemaError("the id column and the target column must differ")
 
 
-def _target_labels(column: pa.ChunkedArray, target: str) -> list[str]:
-    values = pc.utf8_trim_whitespace(column)
-    if pc.any(pc.equal(values, "")).as_py():
+def _target_labels(profile: _Profile, target: str) -> list[str]:
+    if profile.empty:
         raise SchemaError(f"the target column {target!r} has empty values")
-    labels = sorted(pc.unique(values).to_pylist())
+    labels = sorted(profile.counts)
     if len(labels) != 2:
         shown = ", ".join(map(repr, labels[:10]))
         raise SchemaError(f"the target column {target!r} must have exactly two labels, found {len(labels)}: {shown}")
     return labels
 
 
-def _choose_positive(labels: list[str], column: pa.ChunkedArray, requested: str, target: str) -> str:
+def _choose_positive(labels: list[str], profile: _Profile, requested: str) -> str:
     if requested:
         if requested not in labels:
             raise SchemaError(f"--positive-label {requested!r} is not one of the target's labels {labels}")
@@ -85,21 +122,11 @@ def _choose_positive(labels: list[str], column: pa.ChunkedArray, requested: str,
         if label.strip().lower() in POSITIVE_WORDS:
             return label
     # No conventional name: the rarer class is the one people predict (churners, fraud, ...).
-    counts = {row["values"]: row["counts"] for row in pc.value_counts(pc.utf8_trim_whitespace(column)).to_pylist()}
-    return min(labels, key=lambda label: (counts[label], label))
+    return min(labels, key=lambda label: (profile.counts[label], label))
 
 
-def _check_ids(column: pa.ChunkedArray, id_column: str) -> None:
-    if pc.any(pc.equal(pc.utf8_trim_whitespace(column), "")).as_py():
-        raise SchemaError(f"the id column {id_column!r} has empty values")
-
-
-def _learn_feature(name: str, column: pa.ChunkedArray) -> dict:
-    values = pc.utf8_trim_whitespace(column)
-    present = pc.filter(values, pc.not_equal(values, ""))
-    if len(present) and pc.all(csvio.is_number(present)).as_py():
+def _feature(name: str, profile: _Profile) -> dict:
+    if profile.numbers and profile.rows > profile.empty:
         return {"name": name, "kind": "numeric"}
-    counts = pc.value_counts(present).to_pylist()
-    counts.sort(key=lambda row: (-row["counts"], row["values"]))
-    categories = sorted(row["values"] for row in counts[:MAX_CATEGORIES])
-    return {"name": name, "kind": "categorical", "categories": categories}
+    common = sorted(profile.counts.items(), key=lambda item: (-item[1], item[0]))[:MAX_CATEGORIES]
+    return {"name": name, "kind": "categorical", "categories": sorted(value for value, _ in common)}

@@ -4,16 +4,16 @@ from pathlib import Path
 from typing import BinaryIO
 
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Sum
 from django.utils import timezone
 
 from audit.services import record
 from clsite import home
+from clsite.users import real_user
 
-from . import stats as batch_stats
-from .models import DatasetSchema, DataBatch, MasterPartition
+from .models import DatasetSchema, DataBatch
 from .schema import LearnedSchema
 from .uploads import UploadTooLarge, human_bytes, new_upload_path, store_stream
+from .selectors import data_stats as get_data_stats  # noqa: F401  (the name DESIGN.md gives it)
 from .validation import Report, byte_scanner, validate_and_convert
 
 
@@ -108,7 +108,7 @@ def _record_batch(*, original_name, sha, size, report: Report, column_stats, raw
         with transaction.atomic():
             batch = DataBatch.objects.create(
                 original_name=original_name[:255], sha256=sha, size_bytes=size, rows=report.rows if report.ok else 0,
-                status=status, source=origin, uploaded_by=user if getattr(user, "pk", None) else None,
+                status=status, source=origin, uploaded_by=real_user(user),
                 schema=schema, raw_path=raw_path, parquet_path=parquet_path, report=report.as_dict(), stats=column_stats,
             )
             record(actor=user, action=f"data.{status}", target=str(batch), details={"sha256": sha, "summary": report.summary()})
@@ -130,7 +130,7 @@ def _record_too_large(original_name, exc: UploadTooLarge, *, schema, user, origi
     with transaction.atomic():
         batch = DataBatch.objects.create(
             original_name=original_name[:255], sha256="", size_bytes=exc.size, status=DataBatch.Status.REJECTED,
-            source=origin, uploaded_by=user if getattr(user, "pk", None) else None, schema=schema, report=report.as_dict(),
+            source=origin, uploaded_by=real_user(user), schema=schema, report=report.as_dict(),
         )
         record(actor=user, action="data.rejected", target=str(batch), details={"summary": report.summary()})
     return batch
@@ -140,11 +140,9 @@ def staged_batches() -> list[DataBatch]:
     return list(DataBatch.objects.filter(status=DataBatch.Status.STAGED).order_by("pk"))
 
 
-def hold_batches(batches: list[DataBatch], *, run) -> None:
+def hold_batches(batches: list[DataBatch]) -> None:
     """Set aside the new batches of a rejected run, so later uploads can still be deployed."""
-    DataBatch.objects.filter(pk__in=[b.pk for b in batches], status=DataBatch.Status.STAGED).update(
-        status=DataBatch.Status.HELD, run=run
-    )
+    DataBatch.objects.filter(pk__in=[b.pk for b in batches], status=DataBatch.Status.STAGED).update(status=DataBatch.Status.HELD)
 
 
 def release_batch(*, batch: DataBatch, user, reason: str = "") -> DataBatch:
@@ -179,32 +177,3 @@ def discard_batch(*, batch: DataBatch, user, reason: str = "") -> DataBatch:
         if old_parquet:
             transaction.on_commit(lambda: home.path(old_parquet).unlink(missing_ok=True))
     return batch
-
-
-def get_data_stats() -> dict:
-    """Counts and column summaries from what is stored with each batch; reads no data file."""
-    counts = {status: 0 for status in DataBatch.Status.values}
-    rows = {status: 0 for status in DataBatch.Status.values}
-    for row in DataBatch.objects.values("status").annotate(n=Count("id"), r=Sum("rows")):
-        counts[row["status"]], rows[row["status"]] = row["n"], row["r"] or 0
-    merged = list(DataBatch.objects.filter(partition__isnull=False).values_list("stats", flat=True))
-    combined = batch_stats.combine(merged)
-    total = sum(combined["labels"].values())
-    schema = DatasetSchema.current()
-    return {
-        "initialised": schema is not None,
-        "master_rows": MasterPartition.objects.aggregate(n=Sum("rows"))["n"] or 0,
-        "master_partitions": MasterPartition.objects.count(),
-        "staged_files": counts["staged"],
-        "staged_rows": rows["staged"],
-        "archived_files": counts["merged"],
-        "rejected_files": counts["rejected"],
-        "held_files": counts["held"],
-        "held_rows": rows["held"],
-        "discarded_files": counts["discarded"],
-        "class_balance": {
-            label: {"rows": n, "share": n / total if total else 0.0} for label, n in sorted(combined["labels"].items())
-        },
-        "positive_label": schema.positive_label if schema else None,
-        "columns": batch_stats.describe(combined),
-    }

@@ -4,7 +4,6 @@ A file is accepted whole or refused whole: `validate_and_convert` always reads t
 the report counts every problem (and lists the first 100 with line and column), and the
 caller keeps the Parquet output only when the report has no errors.
 """
-import copy
 import queue
 import threading
 from collections import Counter
@@ -124,14 +123,7 @@ def validate_and_convert(raw: Path, schema, parquet_out: Path, *, scan: csvio.By
     scan = _check_bytes(raw, header, report, scan=scan)
     if scan is None:
         return report, {}
-    # The CSV reader parses numbers itself, fast. A value it cannot read, or one that is not
-    # finite, sends the file through again with numbers as text, to find and name every such value.
-    before = copy.deepcopy(report)
-    try:
-        checker = _check_rows(raw, schema, report, header=header, scan=scan, parquet_out=parquet_out, numbers_parsed=True)
-    except _NumbersAsText:
-        report = before
-        checker = _check_rows(raw, schema, report, header=header, scan=scan, parquet_out=parquet_out, numbers_parsed=False)
+    checker = _check_rows(raw, schema, report, header=header, parquet_out=parquet_out)
     if report.ok and report.rows == 0:
         report.error("no_rows", "the file has a header but no rows")
     checker.finish()
@@ -140,28 +132,19 @@ def validate_and_convert(raw: Path, schema, parquet_out: Path, *, scan: csvio.By
     return report, checker.stats.as_dict()
 
 
-class _NumbersAsText(Exception):
-    """A number the CSV reader could not parse, or one that is not finite: check numbers as text."""
-
-
-def _check_rows(raw: Path, schema, report: Report, *, header, scan: csvio.ByteScan, parquet_out: Path,
-                numbers_parsed: bool) -> "_BlockChecker":
+def _check_rows(raw: Path, schema, report: Report, *, header, parquet_out: Path) -> "_BlockChecker":
     """Read every row, check it, and write the typed rows while the report has no errors."""
-    checker = _BlockChecker(schema, report, numbers_parsed=numbers_parsed)
+    checker = _BlockChecker(schema, report)
     skipped = _SkippedRows()
     encoded = schema.categorical_features + [schema.target]
     try:
         with _ParquetSink(parquet_out, checker.block_schema, dictionary=encoded, split=schema.numeric_features) as sink:
-            for block in csvio.stream_batches(
-                raw, header=header, delimiter=report.delimiter, columns=schema.columns, on_bad_row=skipped, utf8_checked=True,
-                dictionary=encoded, numbers=schema.numeric_features if numbers_parsed else (), row_starts=scan.row_starts,
-            ):
+            for block in csvio.stream_batches(raw, header=header, delimiter=report.delimiter, columns=schema.columns,
+                                              on_bad_row=skipped, utf8_checked=True, dictionary=encoded):
                 typed = checker.check(block)
                 if report.ok and not skipped.count:
                     sink.write(typed)
     except pa.ArrowInvalid as exc:
-        if numbers_parsed:
-            raise _NumbersAsText from exc
         _report_arrow_error(exc, raw, report, expected=len(header))
     else:
         if skipped.count:
@@ -266,10 +249,9 @@ MESSAGES = {
 class _BlockChecker:
     """Vectorised checks of one block of rows; keeps the running row count and stats."""
 
-    def __init__(self, schema, report: Report, *, numbers_parsed: bool = False):
+    def __init__(self, schema, report: Report):
         self.schema = schema
         self.report = report
-        self.numbers_parsed = numbers_parsed
         self.stats = StatsAccumulator(schema)
         # arrow_schema, but with categories and labels kept dictionary-encoded (as read).
         self.encoded = set(schema.categorical_features) | {schema.target}
@@ -306,15 +288,13 @@ class _BlockChecker:
         return typed
 
     def _numeric(self, name: str, values: pa.Array) -> pa.Array:
-        if self.numbers_parsed:
-            if not _all_finite(values):
-                raise _NumbersAsText(name)
-            return values
-        present = _empty_as_null(values)
+        present = pc.greater(pc.binary_length(values), 0)
+        if not pc.all(present).as_py():
+            values = pc.if_else(present, values, pa.scalar(None, pa.string()))  # an empty number is missing
         try:
             # Arrow's cast takes exactly our numbers plus inf and nan in their spellings, so a
-            # clean column needs no pattern matching; a column with anything else takes the slow path.
-            numbers = pc.cast(present, pa.float64())
+            # clean block needs no pattern matching; a block with anything else takes the slow path.
+            numbers = pc.cast(values, pa.float64())
         except pa.ArrowInvalid:
             numbers = self._numeric_slow(name, values)
         # inf and NaN, written as such or too large for a float (1e999).
@@ -326,8 +306,8 @@ class _BlockChecker:
 
     def _numeric_slow(self, name: str, values: pa.Array) -> pa.Array:
         text = pc.utf8_trim_whitespace(values)
-        empty = pc.equal(text, "")
-        bad = pc.and_(pc.invert(csvio.is_number(text)), pc.invert(empty))
+        empty = pc.fill_null(pc.equal(text, ""), True)  # null: an empty value, made missing above
+        bad = pc.fill_null(pc.and_(pc.invert(csvio.is_number(text)), pc.invert(empty)), False)
         word = pc.match_substring_regex(text, NOT_FINITE_PATTERN, ignore_case=True)
         self._problem("not_finite", pc.and_(bad, word), values, name)
         self._problem("not_a_number", pc.and_(bad, pc.invert(word)), values, name)
@@ -440,18 +420,6 @@ def _may_need_trim(values: pa.Array) -> bool:
         starts, ends = starts[filled], ends[filled]
     edges = np.concatenate((text[starts], text[ends - 1]))
     return bool(((edges < 0x21) | (edges > 0x7E)).any())
-
-
-def _empty_as_null(values: pa.Array) -> pa.Array:
-    """The strings with every "" made null, sharing the text's buffers instead of copying them."""
-    if values.null_count or not len(values):
-        return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-    offsets = string_buffers(values)[0]
-    present = offsets[1:] != offsets[:-1]
-    if present.all():
-        return values
-    validity = pa.py_buffer(np.packbits(present, bitorder="little"))
-    return pa.StringArray.from_buffers(len(values), pa.py_buffer(offsets), values.buffers()[2], validity)
 
 
 def _report_arrow_error(exc: pa.ArrowInvalid, raw: Path, report: Report, *, expected: int) -> None:

@@ -111,12 +111,13 @@ class ModelVersionAdmin(ReadOnlyAdmin):
 
     def _rollback(self, request, version: ModelVersion, reason: str) -> None:
         try:
-            deployment = services.rollback(to=version, user=request.user, reason=reason.strip() or "rollback from the admin")
+            deployment = services.activate_version(version=version, user=request.user, reason=reason)
         except services.DeploymentError as exc:
-            self.message_user(request, f"Rollback refused: {exc}", messages.ERROR)
+            self.message_user(request, f"Refused: {exc}", messages.ERROR)
             return
         source = f"v{deployment.from_version.version}" if deployment.from_version_id else "none"
-        self.message_user(request, f"Rolled back: {source} → v{version.version} is now active.", messages.SUCCESS)
+        done = "Forced deployment" if deployment.kind == deployment.Kind.FORCED else "Rolled back"
+        self.message_user(request, f"{done}: {source} → v{version.version} is now active.", messages.SUCCESS)
 
     def _confirmation(self, request, version: ModelVersion, queryset=None):
         context = {
@@ -137,8 +138,8 @@ class TrainingRunAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "status", "trigger", "requested_by", "created_at", "finished_at", "candidate"]
     list_filter = ["status", "trigger"]
     list_select_related = ["requested_by", "candidate"]
-    readonly_fields = ["status", "trigger", "requested_by", "created_at", "started_at", "finished_at", "heartbeat_at", "force",
-                       "override_reason", "live_version", "candidate", "stages", "reasons", "details", "error"]
+    readonly_fields = ["status", "trigger", "requested_by", "created_at", "enqueued_at", "enqueue_count", "started_at", "finished_at",
+                       "heartbeat_at", "worker", "force", "live_version", "candidate", "new_batches", "stages", "reasons", "details", "error"]
 
 
 @admin.register(Deployment)

@@ -26,11 +26,6 @@ def dump(model) -> bytes:
     return buffer.getvalue()
 
 
-def save(model, name: str) -> str:
-    """Write the fitted model as `name` (replacing any file of that name); returns its sha256."""
-    return write(dump(model), name)
-
-
 def write(data: bytes, name: str) -> str:
     """Write joblib bytes as `name` (replacing any file of that name); returns their sha256."""
     store = storage()

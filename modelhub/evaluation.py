@@ -1,6 +1,7 @@
 """Scoring models on the held-out rows, and comparing two models on the same rows."""
 import numpy as np
 import pandas as pd
+from django.conf import settings
 from scipy.stats import rankdata
 from sklearn import metrics as skm
 
@@ -11,6 +12,11 @@ BOOTSTRAP_MAX_ROWS = 20_000
 BOOTSTRAP_BLOCK_CELLS = 500_000  # rounds x rows resampled at once: bounds the memory (4 MB a matrix)
 PERMUTATION_CELLS_PER_CALL = 2_000_000  # rows x columns scored per prediction call: bounds the memory
 COMPARED = ("accuracy", "precision", "recall", "f1", "auc", "brier")
+
+
+def held_out(frame, schema) -> np.ndarray:
+    """The rows of `frame` that no model trains on: CL_HOLDOUT_PERCENT of them, by holdout_mask."""
+    return holdout_mask(frame, schema.id_column, schema.feature_names + [schema.target], settings.CL_HOLDOUT_PERCENT)
 
 
 def holdout_mask(frame, id_column: str, feature_and_target: list[str], percent: int):

@@ -52,6 +52,7 @@ class TrainingRun(models.Model):
         SCHEDULE = "schedule", "Schedule"
         MANUAL = "manual", "Manual (web)"
         CLI = "cli", "Command line"
+        API = "api", "API"
 
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
     trigger = models.CharField(max_length=10, choices=Trigger.choices)
@@ -60,8 +61,14 @@ class TrainingRun(models.Model):
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process running it.")
+    enqueued_at = models.DateTimeField(null=True, blank=True, help_text="When it was last handed to the worker.")
+    enqueue_count = models.PositiveSmallIntegerField(default=0)
     force = models.BooleanField(default=False, help_text="Retrain even without new data.")
-    override_reason = models.TextField(blank=True, help_text="Set when an ML engineer forces the deployment past failed gates.")
+    new_batches = models.ManyToManyField(
+        "ingestion.DataBatch", blank=True, related_name="training_runs",
+        help_text="The staged batches this run trained on for the first time: merged if it deployed, held if it was rejected.",
+    )
     live_version = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     candidate = models.ForeignKey("ModelVersion", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     stages = models.JSONField(default=list, blank=True)
@@ -76,6 +83,8 @@ class TrainingRun(models.Model):
             # Two workers (or the schedule and a button) must never train at once: the second
             # insert or status change to running fails here, whatever the process.
             models.UniqueConstraint(fields=["status"], condition=Q(status="running"), name="one_running_retraining"),
+            # Two requests at once (two clicks, the schedule and a button) make one queued run.
+            models.UniqueConstraint(fields=["status"], condition=Q(status="queued"), name="one_queued_retraining"),
         ]
 
     def __str__(self) -> str:
@@ -147,6 +156,13 @@ class ModelVersion(models.Model):
         except ValueError:
             raise ValueError(f"{version!r} is not a version number like 1.2") from None
         return major, minor
+
+    @classmethod
+    def named(cls, name: str, versions=None) -> "ModelVersion":
+        """The version called `name` ("1.2" or "v1.2"); ValueError for a name that is not a
+        version number, DoesNotExist for one that names no version."""
+        major, minor = cls.parse(name)
+        return (versions if versions is not None else cls.objects).get(major=major, minor=minor)
 
     @classmethod
     def active(cls) -> "ModelVersion | None":

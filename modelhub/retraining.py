@@ -7,13 +7,10 @@ import logging
 import platform
 import time
 from contextlib import contextmanager
-from datetime import timedelta
 
 import numpy as np
 import sklearn
-from django.conf import settings
-from django.db import IntegrityError, transaction
-from django.utils import timezone
+from django.db import transaction
 
 from audit.services import record
 from clsite import home
@@ -21,69 +18,52 @@ from ingestion import master
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.services import hold_batches, staged_batches
 
-from . import artifacts, drift, evaluation, mirrors, services, training
+from . import artifacts, drift, evaluation, mirrors, runs, services, training
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
 from .validation import evaluate_gates
 
 log = logging.getLogger("clsite.modelhub")
 
 
-class RetrainingBusy(Exception):
-    pass
+def retrain_now(*, user=None, trigger: str = TrainingRun.Trigger.CLI, force: bool = False) -> TrainingRun:
+    """Retrain in this process (command line, schedule, set-up), asking as every door does.
 
-
-def request_run(*, user=None, trigger: str, force: bool = False, override_reason: str = "") -> TrainingRun:
-    return TrainingRun.objects.create(
-        trigger=trigger, requested_by=user if getattr(user, "pk", None) else None, force=force, override_reason=override_reason,
-    )
-
-
-def retrain_now(*, user=None, trigger: str = TrainingRun.Trigger.CLI, force: bool = False, override_reason: str = "") -> TrainingRun:
-    return execute(request_run(user=user, trigger=trigger, force=force, override_reason=override_reason))
-
-
-def fail_stale_runs() -> int:
-    """Mark failed the runs whose worker died: running, with no heartbeat for CL_STALE_RUN_MINUTES."""
-    cutoff = timezone.now() - timedelta(minutes=settings.CL_STALE_RUN_MINUTES)
-    stale = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING, heartbeat_at__lt=cutoff)
-    return stale.update(status=TrainingRun.Status.FAILED, finished_at=timezone.now(),
-                        error="the worker stopped without finishing this run (no heartbeat); its batches are still staged")
-
-
-def _claim(run: TrainingRun) -> None:
-    fail_stale_runs()
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            updated = TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.QUEUED).update(
-                status=TrainingRun.Status.RUNNING, started_at=now, heartbeat_at=now
-            )
-    except IntegrityError:
-        other = TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exclude(pk=run.pk).first()
-        raise RetrainingBusy(f"another retraining (run {other.pk if other else '?'}) is running; try again when it ends") from None
-    if not updated:
-        raise RetrainingBusy(f"run {run.pk} is not queued")
-    run.refresh_from_db()
+    When a run is already queued, this process runs it; when one is already running
+    elsewhere, that run is returned as it is, still running.
+    """
+    request = runs.request_retraining(user=user, trigger=trigger, force=force, enqueue=False)
+    if request.run.status == TrainingRun.Status.QUEUED:
+        return execute(request.run)
+    return request.run
 
 
 def execute(run: TrainingRun) -> TrainingRun:
-    """Carry out a queued run to its end; the run row says how it ended."""
+    """Carry out a queued run to its end; the run row says how it ended. A run that is not
+    queued (any more) is returned unchanged: a task presented twice does nothing the second time."""
     home.ensure_layout()
+    runs.sweep()
     try:
-        _claim(run)
-    except RetrainingBusy as exc:
-        _finish(run, TrainingRun.Status.FAILED, error=str(exc))
+        if not runs.claim(run):
+            run.refresh_from_db()
+            return run
+    except runs.RetrainingBusy as exc:
+        runs.finish(run, TrainingRun.Status.FAILED, error=str(exc))
         return run
     stages = _Stages(run)
     try:
-        with training.limited_threads():
+        with runs.Heartbeat(run), training.limited_threads():
             _run(run, stages)
     except Exception as exc:
         log.exception("run %s failed", run.pk)
         stages.line("failed", 0.0, str(exc))
-        # A candidate saved before the failure never passed validation; it must not look pending.
-        ModelVersion.objects.filter(run=run, status=ModelVersion.Status.CANDIDATE).update(status=ModelVersion.Status.REJECTED)
-        _finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+        runs.finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
+    except BaseException as exc:
+        # django-q2's timeout (a SystemExit raised in the task) or a shutdown: record it, then let it stop us.
+        stages.line("stopped", 0.0, str(exc) or type(exc).__name__)
+        runs.finish(run, TrainingRun.Status.FAILED,
+                    error=f"stopped before it finished ({type(exc).__name__}: {exc or 'interrupted'}); "
+                          "its batches are still staged for the next run")
+        raise
     return run
 
 
@@ -93,34 +73,41 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
     live = ModelVersion.active()
     if not new and not run.force and live is not None:
         stages.line("skip", 0.0, "no staged data")
-        _finish(run, TrainingRun.Status.SKIPPED, reasons=["no new data was staged; nothing to retrain"])
+        runs.finish(run, TrainingRun.Status.SKIPPED, reasons=["no new data was staged; nothing to retrain"])
         return
     policy = ValidationPolicy.get()
     run.live_version = live
+    run.new_batches.set(new)
     with stages("merge") as note:
-        frame, replaced = _load(schema, new)
-        held_out = evaluation.holdout_mask(frame, schema.id_column, schema.feature_names + [schema.target], settings.CL_HOLDOUT_PERCENT)
+        frame, replaced = master.rows_after_merge(new, schema)
+        merge = master.plan_merge(new, schema, frame=frame, replaced=replaced)
+        held_out = evaluation.held_out(frame, schema)
+        is_new = frame[master.BATCH_COLUMN].isin([b.pk for b in new]).to_numpy()
         X, y = training.features_frame(frame, schema), training.labels(frame, schema)
-        note(f"{len(frame):,} rows ({sum(b.rows for b in new):,} new in {len(new)} batch(es)), {int(held_out.sum()):,} held out, {replaced} replaced by newer rows with the same id")
+        note(f"{len(frame):,} rows ({sum(b.rows for b in new):,} new in {len(new)} batch(es)), {int(held_out.sum()):,} held out, "
+             f"{merge.newly_replaced:,} replaced by newer rows with the same id")
     with stages("train") as note:
         fit = training.select_and_fit(X[~held_out], y[~held_out], schema)
         note(f"chose {fit.name}")
     with stages("evaluate") as note:
-        X_hold, y_hold = X[held_out], y[held_out]
-        cand_proba = training.positive_proba(fit.pipeline, X_hold)
-        metrics = evaluation.score(y_hold, cand_proba)
-        metrics["feature_importance"] = evaluation.permutation_importance(fit.pipeline, X_hold, y_hold, proba_fn=training.positive_proba)
-        comparison, label_check, live_metrics = _compare_with_live(live, schema, X_hold, y_hold, cand_proba, frame, X, y, new)
-        note(f"candidate accuracy {metrics['accuracy']:.4f}" + (f", live {live_metrics['accuracy']:.4f}" if live_metrics else ""))
+        cand_proba = _proba_where(held_out | is_new, lambda rows: training.positive_proba(fit.pipeline, X[rows]))
+        metrics = evaluation.score(y[held_out], cand_proba[held_out])
+        metrics["feature_importance"] = evaluation.permutation_importance(fit.pipeline, X[held_out], y[held_out],
+                                                                          proba_fn=training.positive_proba)
+        compared = _compare_with_live(live, frame, X, y, held_out, is_new, cand_proba)
+        note(f"candidate accuracy {metrics['accuracy']:.4f}"
+             + (f", live {compared['live']['accuracy']:.4f} on {compared['live']['rows']:,} rows it never trained on" if compared else ""))
     with stages("drift") as note:
-        drift_report = _drift(live, schema, frame, X, y, held_out, new, policy)
+        drift_report = _drift(live, schema, frame, X, y, held_out, is_new, policy)
         note(f"{len(drift_report.get('drifted', []))} of {len(schema.features)} features drifted")
     with stages("gates") as note:
-        validation = evaluate_gates(policy, candidate=metrics, live=live_metrics, drift_share=drift_report.get("share") if new else None,
-                                    label_check=label_check)
-        validation["comparison"] = comparison
-        validation["label_check"] = label_check
-        validation["live_metrics"] = live_metrics
+        validation = evaluate_gates(policy, candidate=compared["candidate"] if compared else metrics,
+                                    live=compared["live"] if compared else None,
+                                    drift_share=drift_report.get("share") if new else None,
+                                    label_check=compared["label_check"] if compared else None)
+        if compared:
+            validation.update(comparison=compared["comparison"], label_check=compared["label_check"], live_metrics=compared["live"],
+                              compared_on=compared["rows_note"])
         note("passed" if validation["passed"] else "; ".join(validation["reasons"]))
     version = services.register_version(
         model=fit.pipeline, schema=schema, run=run, estimator=fit.name, training_rows=int((~held_out).sum()),
@@ -129,76 +116,82 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
         trained_on=sorted({int(b) for b in frame[master.BATCH_COLUMN].unique()}),
     )
     run.candidate = version
-    run.details = {"rows": len(frame), "replaced_ids": replaced, "new_batches": [b.pk for b in new]}
+    run.details = {"rows": len(frame), "replaced_ids": merge.newly_replaced, "new_batches": [b.pk for b in new]}
     run.save(update_fields=["candidate", "live_version", "details"])
-    _decide(run, version, validation, new, stages, live)
+    _decide(run, version, validation, new, merge, stages, live)
 
 
-def _load(schema, new: list[DataBatch]):
-    frame = master.read_batches(master.master_batches() + new, schema)
-    return master.drop_replaced_ids(frame, schema.id_column)
+def _compare_with_live(live: ModelVersion | None, frame, X, y, held_out, is_new, cand_proba) -> dict | None:
+    """Both models scored on the same held-out rows the live model never trained on, and the
+    live model's accuracy on the new batches against its accuracy on older held-out rows.
 
-
-def _compare_with_live(live, schema, X_hold, y_hold, cand_proba, frame, X, y, new):
+    An imported live model may have been fitted on any row it was imported with, so only the
+    rows of later batches count as unseen for it; its own holdout scores are not evidence.
+    """
     if live is None:
-        return None, None, None
+        return None
     model = artifacts.load(live.artifact, live.sha256)
-    label = schema.positive_label if live.imported else None
-    live_proba = training.positive_proba(model, X_hold, label)
-    live_metrics = evaluation.score(y_hold, live_proba)
-    comparison = evaluation.paired_bootstrap(y_hold, cand_proba, live_proba)
-    label_check = None
-    is_new = frame[master.BATCH_COLUMN].isin([b.pk for b in new]).to_numpy()
+    live_proba = _proba_where(held_out | is_new, lambda rows: training.version_proba(live, model, X[rows]))
+    unseen = held_out & ~frame[master.BATCH_COLUMN].isin(live.trained_on).to_numpy() if live.imported else held_out
+    if not unseen.any():
+        return None  # an imported model and no new batch: no row it cannot have seen
+    result = {
+        "candidate": evaluation.score(y[unseen], cand_proba[unseen]),
+        "live": evaluation.score(y[unseen], live_proba[unseen]),
+        "comparison": evaluation.paired_bootstrap(y[unseen], cand_proba[unseen], live_proba[unseen]),
+        "rows_note": f"{int(unseen.sum()):,} held-out rows" + (" of batches newer than the imported model" if live.imported else ""),
+        "label_check": None,
+    }
     if is_new.any():
-        new_accuracy = evaluation.score(y[is_new], training.positive_proba(model, X[is_new], label))["accuracy"]
-        reference = live.metrics.get("accuracy", live_metrics["accuracy"])
-        label_check = {"rows": int(is_new.sum()), "new_accuracy": new_accuracy, "holdout_accuracy": reference,
-                       "drop": reference - new_accuracy}
-    return comparison, label_check, live_metrics
+        older = held_out & ~is_new & (unseen if live.imported else True)
+        if older.any():
+            reference, source = evaluation.score(y[older], live_proba[older])["accuracy"], "its accuracy on older held-out rows"
+        else:
+            # An imported model's older rows may all be in-sample: what the candidate reaches there is the yardstick.
+            reference = evaluation.score(y[held_out & ~is_new], cand_proba[held_out & ~is_new])["accuracy"]
+            source = "the candidate's accuracy on older held-out rows (the imported model may have trained on them)"
+        new_accuracy = evaluation.score(y[is_new], live_proba[is_new])["accuracy"]
+        result["label_check"] = {"rows": int(is_new.sum()), "new_accuracy": new_accuracy, "holdout_accuracy": reference,
+                                 "drop": reference - new_accuracy, "reference": source}
+    return result
 
 
-def _drift(live, schema, frame, X, y, held_out, new, policy) -> dict:
-    if not new:
+def _proba_where(rows: np.ndarray, predict) -> np.ndarray:
+    """predict(rows) on the rows marked (only those are ever compared), NaN elsewhere."""
+    proba = np.full(len(rows), np.nan)
+    proba[rows] = predict(rows)
+    return proba
+
+
+def _drift(live, schema, frame, X, y, held_out, is_new, policy) -> dict:
+    if not is_new.any():
         return {"share": 0.0, "features": {}, "drifted": [], "note": "no new batches"}
-    batch = frame[master.BATCH_COLUMN]
-    is_new = batch.isin([b.pk for b in new]).to_numpy()
     reference_ids = live.trained_on if live else []
-    is_reference = batch.isin(reference_ids).to_numpy() & ~held_out & ~is_new
+    is_reference = frame[master.BATCH_COLUMN].isin(reference_ids).to_numpy() & ~held_out & ~is_new
     return drift.dataset_drift(
         X[is_reference], X[is_new], schema, psi_threshold=policy.psi_threshold, p_threshold=policy.drift_p_value,
         reference_labels=y[is_reference], current_labels=y[is_new],
     )
 
 
-def _decide(run, version, validation, new, stages, live) -> None:
-    forced = bool(run.override_reason.strip())
-    if live is None or validation["passed"] or forced:
-        kind = Deployment.Kind.INITIAL if live is None else Deployment.Kind.DEPLOY if validation["passed"] else Deployment.Kind.FORCED
+def _decide(run, version, validation, new, merge, stages, live) -> None:
+    if live is None or validation["passed"]:
+        kind = Deployment.Kind.INITIAL if live is None else Deployment.Kind.DEPLOY
         with stages("deploy") as note:
-            services.deploy_version(version=version, user=run.requested_by, kind=kind, run=run, merge=new,
-                                    reason=run.override_reason or ("initial model" if live is None else "passed validation"),
-                                    check=False, replacing=live)
+            services.deploy_version(version=version, user=run.requested_by, kind=kind, run=run, merge=merge, replacing=live,
+                                    reason="initial model" if live is None else "passed validation")
             note(f"v{version.version} is live ({kind})")
-        reasons = [] if validation["passed"] else [f"forced past failed gates: {run.override_reason}"] + validation["reasons"]
-        _finish(run, TrainingRun.Status.DEPLOYED, reasons=reasons)
+        runs.finish(run, TrainingRun.Status.DEPLOYED)
         return
     with transaction.atomic():
         version.status = ModelVersion.Status.REJECTED
         version.save(update_fields=["status"])
-        hold_batches(new, run=run)
-        record(actor=run.requested_by, action="model.rejected", target=str(version), details={"reasons": validation["reasons"], "held_batches": [b.pk for b in new]})
+        hold_batches(new)
+        record(actor=run.requested_by, action="model.rejected", target=str(version),
+               details={"reasons": validation["reasons"], "held_batches": [b.pk for b in new]})
     mirrors.write_version(version)
     stages.line("reject", 0.0, f"v{version.version} rejected; {len(new)} batch(es) held")
-    _finish(run, TrainingRun.Status.REJECTED, reasons=validation["reasons"])
-
-
-def _finish(run: TrainingRun, status: str, *, reasons: list[str] | None = None, error: str = "") -> None:
-    run.status = status
-    run.finished_at = timezone.now()
-    run.reasons = reasons or run.reasons
-    run.error = error
-    run.save(update_fields=["status", "finished_at", "reasons", "error", "stages"])
-    _log_line(f"run={run.pk} outcome={status}" + (f" error={error}" if error else "") + (f" reasons={' | '.join(run.reasons)}" if run.reasons else ""))
+    runs.finish(run, TrainingRun.Status.REJECTED, reasons=validation["reasons"])
 
 
 def environment() -> dict:
@@ -210,15 +203,8 @@ def environment() -> dict:
             "pyarrow": pyarrow.__version__, "joblib": joblib.__version__, "numpy": np.__version__}
 
 
-def _log_line(text: str) -> None:
-    path = home.path("logs", "retraining.log")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(f"{timezone.now().isoformat(timespec='seconds')} {text}\n")
-
-
 class _Stages:
-    """Times each stage, keeps it on the run (with a heartbeat) and in logs/retraining.log."""
+    """Times each stage and keeps it on the run and in logs/retraining.log."""
 
     def __init__(self, run: TrainingRun):
         self.run = run
@@ -232,6 +218,5 @@ class _Stages:
 
     def line(self, name: str, seconds: float, detail: str) -> None:
         self.run.stages = [*self.run.stages, {"stage": name, "seconds": round(seconds, 3), "detail": detail}]
-        self.run.heartbeat_at = timezone.now()
-        TrainingRun.objects.filter(pk=self.run.pk).update(stages=self.run.stages, heartbeat_at=self.run.heartbeat_at)
-        _log_line(f"run={self.run.pk} stage={name} seconds={seconds:.3f} {detail}".rstrip())
+        TrainingRun.objects.filter(pk=self.run.pk).update(stages=self.run.stages)
+        runs.log_line(f"run={self.run.pk} stage={name} seconds={seconds:.3f} {detail}".rstrip())

@@ -11,6 +11,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from audit.services import record
+from clsite.users import real_user
 from ingestion import master
 from ingestion.models import DatasetSchema
 
@@ -54,33 +55,25 @@ def register_version(*, model, schema: DatasetSchema, run: TrainingRun | None, *
     raise DeploymentError("could not allocate a version number; another run keeps taking it")
 
 
-_ACTIVE_AT_START = object()
+def deploy_version(*, version: ModelVersion, user, reason: str, kind: str, replacing: ModelVersion | None,
+                   run: TrainingRun | None = None, merge: master.Merge | None = None) -> Deployment:
+    """Make `version` the active one in place of `replacing`, atomically, with a deployment row
+    and an audit row; DeploymentError (nothing changed) when it cannot serve or the switch is refused.
 
-
-def deploy_version(*, version: ModelVersion, user=None, reason: str = "", kind: str = Deployment.Kind.DEPLOY,
-                   run: TrainingRun | None = None, merge=(), check: bool = True,
-                   replacing: "ModelVersion | None | object" = _ACTIVE_AT_START) -> Deployment:
-    """Make `version` the active one, atomically, with a deployment row and an audit row.
-
-    `merge` lists staged batches that enter the master dataset in the same transaction, so a
-    deployment and the data it was trained on are committed together or not at all.
-    `replacing` is the version the caller means to replace (None: no active version); by
-    default, the one active when the call starts.
+    `replacing` is the version the caller decided to replace (None: no active version); if
+    another one is active by the time of the switch, the switch is refused. `merge` holds
+    staged batches that enter the master dataset in the same transaction, so a deployment and
+    the data it was trained on are committed together or not at all.
     """
     if kind == Deployment.Kind.FORCED and not reason.strip():
         raise DeploymentError("a forced deployment needs a reason")
-    if replacing is _ACTIVE_AT_START:
-        expected = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", flat=True).first()
-    else:
-        expected = replacing.pk if replacing is not None else None
-    if check:
-        check_deployable(version)
+    check_deployable(version)
     try:
         with transaction.atomic():
             version = ModelVersion.objects.select_for_update().get(pk=version.pk)
             _guard_transition(version, kind)
             current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
-            if (current.pk if current else None) != expected:
+            if (current.pk if current else None) != (replacing.pk if replacing else None):
                 # Two deployments prepared at once (two admins, a rollback during a retraining):
                 # the later one must not silently undo the earlier one it never saw.
                 now_active = f"v{current.version}" if current else "no version"
@@ -94,10 +87,10 @@ def deploy_version(*, version: ModelVersion, user=None, reason: str = "", kind: 
             version.deployed_at = now
             version.save(update_fields=["status", "deployed_at"])
             deployment = Deployment.objects.create(
-                created_at=now, kind=kind, from_version=current, to_version=version, user=_user(user), reason=reason, run=run,
+                created_at=now, kind=kind, from_version=current, to_version=version, user=real_user(user), reason=reason, run=run,
             )
-            if merge:
-                master.merge_batches(list(merge), run=run)
+            if merge is not None:
+                master.merge_batches(merge)
             record(actor=user, action=f"model.{kind}", target=str(version), details={
                 "from": current.version if current else None, "to": version.version, "reason": reason, "run": run.pk if run else None,
             })
@@ -129,10 +122,6 @@ def _check_schema(version: ModelVersion) -> None:
         raise DeploymentError(f"v{version.version} was trained for schema {version.schema.major}, the data now follows schema {current_schema.major}")
 
 
-def _user(user):
-    return user if getattr(user, "pk", None) else None
-
-
 def check_deployable(version: ModelVersion, *, rows: int = 5) -> None:
     """The schema matches, the artifact loads and verifies, and it predicts on a few held-out rows; else DeploymentError."""
     _check_schema(version)
@@ -148,8 +137,7 @@ def check_deployable(version: ModelVersion, *, rows: int = 5) -> None:
     from . import training
 
     try:
-        proba = training.positive_proba(model, training.features_frame(sample, version.schema),
-                                        version.schema.positive_label if version.imported else None)
+        proba = training.version_proba(version, model, training.features_frame(sample, version.schema))
     except Exception as exc:
         raise DeploymentError(f"v{version.version} failed to predict on held-out rows: {exc}") from None
     if len(proba) != len(sample) or not ((proba >= 0) & (proba <= 1)).all():
@@ -157,15 +145,13 @@ def check_deployable(version: ModelVersion, *, rows: int = 5) -> None:
 
 
 def _sample_rows(schema: DatasetSchema, rows: int):
-    from .evaluation import holdout_mask
-    from django.conf import settings
+    from .evaluation import held_out
 
     batches = master.master_batches()[-1:]
     if not batches:
         return None
     frame = master.read_batches(batches, schema)
-    columns = schema.feature_names + [schema.target]
-    held = frame[holdout_mask(frame, schema.id_column, columns, settings.CL_HOLDOUT_PERCENT)]
+    held = frame[held_out(frame, schema)]
     return (held if len(held) else frame).head(rows)
 
 
@@ -178,28 +164,37 @@ def previous_version() -> ModelVersion | None:
     return max(older, key=lambda v: (v.major, v.minor), default=None)
 
 
-def rollback(*, to: ModelVersion | None = None, user=None, reason: str = "") -> Deployment:
-    """Make an earlier version active again, after checking it can serve."""
-    target = to or previous_version()
+def activate_version(*, version: ModelVersion | None, user, reason: str = "") -> Deployment:
+    """Make `version` (None: the previous one) the active model: the one act behind the model
+    page's button, the admin's action and button, `rollback` and the API.
+
+    A version that has served before comes back as a rollback. A candidate the gates rejected
+    never served: making it active is a forced deployment, which needs a reason, and the
+    batches its run put on hold join the master dataset with it, since it was trained on them.
+    """
+    target = version or previous_version()
     if target is None:
         raise DeploymentError("there is no earlier version to roll back to")
-    if target.status == ModelVersion.Status.REJECTED:
-        raise DeploymentError(f"v{target.version} was rejected by validation and never served; deploy it with a forced deployment instead")
+    replacing = ModelVersion.active()
     if target.status == ModelVersion.Status.CANDIDATE:
         raise DeploymentError(f"v{target.version} is a candidate still being validated")
-    return deploy_version(version=target, user=user, reason=reason or "rollback", kind=Deployment.Kind.ROLLBACK)
+    if target.status != ModelVersion.Status.REJECTED:
+        return deploy_version(version=target, user=user, reason=reason.strip() or "rollback", kind=Deployment.Kind.ROLLBACK,
+                              replacing=replacing)
+    if not reason.strip():
+        raise DeploymentError(f"v{target.version} was rejected by validation; deploying it anyway is a forced deployment and needs a reason")
+    held = _held_batches_of(target)
+    merge = master.plan_merge(held, target.schema) if held else None
+    return deploy_version(version=target, user=user, reason=reason, kind=Deployment.Kind.FORCED, replacing=replacing,
+                          run=target.run, merge=merge)
 
 
-def force_deploy(*, version: ModelVersion, user, reason: str) -> Deployment:
-    """Deploy a rejected candidate past its failed gates; the reason is kept in the ledger.
-
-    The batches its run put on hold were part of its training data, so they join the master
-    dataset in the same transaction.
-    """
+def _held_batches_of(version: ModelVersion) -> list:
     from ingestion.models import DataBatch
 
-    held = list(DataBatch.objects.filter(run=version.run, status=DataBatch.Status.HELD)) if version.run_id else []
-    return deploy_version(version=version, user=user, reason=reason, kind=Deployment.Kind.FORCED, merge=held, run=version.run)
+    if not version.run_id:
+        return []
+    return list(version.run.new_batches.filter(status=DataBatch.Status.HELD).order_by("pk"))
 
 
 def version_live_at(when: datetime) -> ModelVersion | None:
@@ -220,7 +215,7 @@ def update_policy(*, user, changes: dict) -> ValidationPolicy:
         old = {name: getattr(policy, name) for name in changes}
         for name, value in changes.items():
             setattr(policy, name, value)
-        policy.updated_by = _user(user)
+        policy.updated_by = real_user(user)
         policy.full_clean()  # also turns form text ("0.8") into the field's type, before comparing
         diff = {name: {"old": old[name], "new": getattr(policy, name)} for name in changes if getattr(policy, name) != old[name]}
         policy.save()

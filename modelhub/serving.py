@@ -25,6 +25,12 @@ _lock = threading.Lock()
 _cached: dict = {"key": None, "version": None, "model": None}
 
 
+def forget() -> None:
+    """Drop the model this process holds, so the next call loads the active one afresh."""
+    with _lock:
+        _cached.update(key=None, version=None, model=None)
+
+
 def active_model() -> tuple[ModelVersion, object]:
     row = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", "sha256").first()
     if row is None:
@@ -42,7 +48,7 @@ def predict(frame: pd.DataFrame) -> tuple[ModelVersion, pd.DataFrame]:
     """Probability and predicted label for each row of `frame` (columns named as in the schema)."""
     version, model = active_model()
     schema = version.schema
-    proba = training.positive_proba(model, training.features_frame(frame, schema), schema.positive_label if version.imported else None)
+    proba = training.version_proba(version, model, training.features_frame(frame, schema))
     result = pd.DataFrame(index=frame.index)
     if schema.id_column and schema.id_column in frame:
         result[schema.id_column] = frame[schema.id_column]

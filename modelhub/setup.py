@@ -3,7 +3,6 @@ from pathlib import Path
 
 import joblib
 import numpy as np
-from django.conf import settings
 from django.db import transaction
 from sklearn.base import is_classifier
 from sklearn.exceptions import NotFittedError
@@ -12,7 +11,7 @@ from sklearn.utils.validation import check_is_fitted
 from audit.services import record
 from clsite import home
 from ingestion import master
-from ingestion.models import DatasetSchema, DataBatch
+from ingestion.models import DatasetSchema, DataBatch, MasterSummary
 from ingestion.schema import learn_schema
 from ingestion.services import create_schema, ingest_path
 
@@ -65,8 +64,8 @@ def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> 
     except Exception as exc:
         raise SetupError(f"{model_file} could not be loaded as a joblib/pickle file: {exc}") from None
     _check_classifier(model, model_file, schema)
-    frame = master.read_batches([batch], schema)
-    held_out = evaluation.holdout_mask(frame, schema.id_column, schema.feature_names + [schema.target], settings.CL_HOLDOUT_PERCENT)
+    frame, replaced = master.rows_after_merge([batch], schema)
+    held_out = evaluation.held_out(frame, schema)
     X, y = training.features_frame(frame, schema), training.labels(frame, schema)
     try:
         proba = training.positive_proba(model, X[held_out], schema.positive_label)
@@ -79,13 +78,16 @@ def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> 
     metrics["feature_importance"] = evaluation.permutation_importance(
         model, X[held_out], y[held_out], proba_fn=lambda m, rows: training.positive_proba(m, rows, schema.positive_label),
     )
+    # The model may have been fitted on any of these rows: its holdout scores are not evidence,
+    # and the first retraining compares it only on rows of later batches.
+    metrics["holdout_may_be_in_sample"] = True
     version = services.register_version(
         model=model, schema=schema, run=None, imported=True, estimator=f"imported {type(model).__name__}",
         training_rows=int((~held_out).sum()), holdout_rows=int(held_out.sum()), metrics=metrics,
         trained_on=[batch.pk], environment=retraining.environment(),
     )
     services.deploy_version(version=version, user=user, kind=Deployment.Kind.INITIAL, reason=f"imported from {Path(model_file).name}",
-                            merge=[batch], check=False)
+                            replacing=None, merge=master.plan_merge([batch], schema, frame=frame, replaced=replaced))
     return ModelVersion.objects.get(pk=version.pk)
 
 
@@ -124,5 +126,6 @@ def _undo(schema: DatasetSchema) -> None:
                 home.path(batch.partition.path).unlink(missing_ok=True)
                 batch.partition.delete()
             batch.delete()
+        MasterSummary.objects.all().delete()
         schema.delete()
     mirrors.write_deployments()

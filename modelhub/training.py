@@ -164,6 +164,15 @@ def _cv_sample(X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray
     return X.iloc[chosen], y[chosen]
 
 
+def version_proba(version, model, X: pd.DataFrame) -> np.ndarray:
+    """Probability of the positive class from `model`, the loaded artifact of `version`.
+
+    Our own pipelines encode the positive class as 1; an imported classifier may name it by
+    the schema's positive label instead.
+    """
+    return positive_proba(model, X, version.schema.positive_label if version.imported else None)
+
+
 def positive_proba(pipeline, X: pd.DataFrame, positive_label: str | None = None) -> np.ndarray:
     """Probability of the positive class. Ours encode it as 1; for an imported classifier,
     pass the positive label, which its classes_ may hold as text."""

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 MARK = "RESULT:"  # `Site.shell` reads the lines of a snippet's output that start with this, as JSON
 
 # The settings a site sets itself: never inherited from the environment the tests run in.
-_OWN = {"DATABASE_URL", "REDIS_URL", "CL_HOME", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "Q_WORKERS", "Q_TIMEOUT"}
+_OWN = {"DATABASE_URL", "REDIS_URL", "CL_HOME", "DJANGO_SETTINGS_MODULE", "DJANGO_DEBUG", "Q_WORKERS", "CL_RUN_TIMEOUT_MINUTES"}
 
 # Ingests a CSV file (format with `path`), as `manage.py ingest` does.
 INGEST = """

@@ -103,12 +103,12 @@ def test_the_whole_loop_on_postgresql(initialised, demo, cl_home):
     assert stats["master_rows"] == 2000 + 600 + 600
     assert stats["held_files"] == 1 and stats["staged_files"] == 0
 
-    services.rollback(user=None, reason="back to the previous version")
+    services.activate_version(version=None, user=None, reason="back to the previous version")
     assert active_versions() == ["1.1"]
-    services.rollback(to=ModelVersion.objects.get(major=1, minor=3), user=None, reason="forward again")
+    services.activate_version(version=ModelVersion.objects.get(major=1, minor=3), user=None, reason="forward again")
     assert active_versions() == ["1.3"]
-    with pytest.raises(services.DeploymentError, match="rejected"):
-        services.rollback(to=ModelVersion.objects.get(major=1, minor=2), user=None, reason="not allowed")
+    with pytest.raises(services.DeploymentError, match="rejected by validation.*needs a reason"):
+        services.activate_version(version=ModelVersion.objects.get(major=1, minor=2), user=None, reason="")
     assert Deployment.objects.filter(kind=Deployment.Kind.ROLLBACK).count() == 2
 
     active = json.loads((cl_home / "models/active/metadata.json").read_text())
@@ -172,8 +172,8 @@ def test_two_concurrent_deploys_one_wins_and_one_version_is_active(initialised, 
     watcher = threading.Thread(target=referee, daemon=True)
     watcher.start()
     outcome = dict(zip((a.pk, b.pk), in_threads([
-        lambda: services.deploy_version(version=a, reason="race a"),
-        lambda: services.deploy_version(version=b, reason="race b"),
+        lambda: services.deploy_version(version=a, user=None, reason="race a", kind=Deployment.Kind.DEPLOY, replacing=v10),
+        lambda: services.deploy_version(version=b, user=None, reason="race b", kind=Deployment.Kind.DEPLOY, replacing=v10),
     ])))
     watcher.join(30)
 
@@ -196,32 +196,29 @@ def test_two_concurrent_deploys_one_wins_and_one_version_is_active(initialised, 
 
     # Nothing was left half-done: the loser deploys cleanly now.
     monkeypatch.setattr(services, "record", real_record)
-    services.deploy_version(version=loser, reason="after the race")
+    services.deploy_version(version=loser, user=None, reason="after the race", kind=Deployment.Kind.DEPLOY, replacing=winner)
     assert active_versions() == [loser.version]
     assert ModelVersion.objects.get(pk=winner.pk).status == ModelVersion.Status.RETIRED
 
 
-def test_two_concurrent_retrainings_one_runs_the_other_fails(initialised, demo):
+def test_two_concurrent_requests_make_one_run_that_runs_once(initialised, demo):
     batch = ingest_path(demo.write("good.csv", slice(2000, 2600)))
-    runs = [retraining.request_run(trigger=TrainingRun.Trigger.MANUAL) for _ in range(2)]
 
-    outcomes = in_threads([lambda run=run: retraining.execute(run) for run in runs])
+    outcomes = in_threads([lambda: retraining.retrain_now(trigger=TrainingRun.Trigger.MANUAL) for _ in range(2)])
+
     assert all(isinstance(o, TrainingRun) for o in outcomes), outcomes
-    for run in runs:
-        run.refresh_from_db()
-    by_status = {run.status: run for run in runs}
-    assert set(by_status) == {TrainingRun.Status.DEPLOYED, TrainingRun.Status.FAILED}, [(r.pk, r.status, r.error) for r in runs]
-    ran, refused = by_status[TrainingRun.Status.DEPLOYED], by_status[TrainingRun.Status.FAILED]
-    assert "another retraining" in refused.error and f"run {ran.pk}" in refused.error, refused.error
-    assert refused.started_at is None and refused.candidate_id is None and refused.stages == []
-    assert not TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).exists()
+    assert len({o.pk for o in outcomes}) == 1  # the second request joined the first one's run
+    run = TrainingRun.objects.get(pk=outcomes[0].pk)
+    assert run.status == TrainingRun.Status.DEPLOYED, (run.error, run.reasons)
+    assert [r.trigger for r in TrainingRun.objects.order_by("pk")] == ["init", "manual"]
+    assert not TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).exists()
     assert active_versions() == ["1.1"]
     assert ModelVersion.objects.count() == 2
     batch.refresh_from_db()
     assert batch.status == DataBatch.Status.MERGED
     assert get_data_stats()["master_rows"] == 2600
 
-    # The constraint frees up as soon as the run ends: the next one is not blocked.
+    # The constraints free up as soon as the run ends: the next one is not blocked.
     again = retraining.retrain_now()
     assert again.status == TrainingRun.Status.SKIPPED, (again.status, again.error)
 

@@ -14,8 +14,12 @@ from contextlib import closing
 from datetime import datetime, timezone
 from pathlib import Path
 
+import pytest
+
 from testing import builders
 from testing.worker import INGEST, RETRAIN_VIA_WEB, Site, wait_for
+
+pytestmark = pytest.mark.slow  # the real worker, in processes of its own
 
 SECRET = "worker-test-secret-key-not-used-anywhere-else"
 

@@ -71,7 +71,7 @@ def test_a_refused_file_uploaded_again_is_a_duplicate_of_the_refused_one(schema,
 def test_a_file_is_taken_again_once_its_first_copy_is_discarded(schema, demo, users, cl_home, django_capture_on_commit_callbacks):
     path = demo.write("april.csv", slice(2100, 2200))
     first = ingest_path(path)
-    hold_batches([first], run=None)
+    hold_batches([first])
     with django_capture_on_commit_callbacks(execute=True):
         discard_batch(batch=first, user=users["engineer"], reason="wrong month")
 
@@ -87,7 +87,7 @@ def test_a_file_is_taken_again_once_its_first_copy_is_discarded(schema, demo, us
 def test_a_held_batch_is_released_back_to_staged_and_the_act_is_audited(schema, demo, users):
     batch = ingest_path(demo.write("may.csv", slice(2200, 2300)))
 
-    hold_batches([batch], run=None)
+    hold_batches([batch])
 
     batch.refresh_from_db()
     assert batch.status == DataBatch.Status.HELD
@@ -111,7 +111,7 @@ def test_discarding_a_held_batch_moves_its_raw_file_to_quarantine_and_drops_its_
     path = demo.write("june.csv", slice(2300, 2400))
     batch = ingest_path(path)
     staged_parquet = cl_home / batch.parquet_path
-    hold_batches([batch], run=None)
+    hold_batches([batch])
 
     with django_capture_on_commit_callbacks(execute=True):
         discard_batch(batch=batch, user=users["engineer"], reason="duplicate of the CRM export")
@@ -148,7 +148,7 @@ def test_staged_and_merged_batches_cannot_be_discarded(schema, demo, users, cl_h
     staged = ingest_path(demo.write("staged.csv", slice(2500, 2550)))
     merged = ingest_path(demo.write("merged.csv", slice(2550, 2600)))
     with django_capture_on_commit_callbacks(execute=True):
-        master.merge_batches([merged])
+        master.merge_batches(master.plan_merge([merged], schema))
 
     for batch in (staged, merged):
         with pytest.raises(BatchStateError, match="only held or rejected batches can be discarded"):
@@ -166,7 +166,7 @@ def test_merging_moves_the_rows_to_training_and_the_raw_file_to_archive(schema, 
     rows = staged_parquet.read_bytes()
 
     with django_capture_on_commit_callbacks(execute=True):
-        (partition,) = master.merge_batches([batch])
+        (partition,) = master.merge_batches(master.plan_merge([batch], schema))
 
     batch.refresh_from_db()
     assert batch.status == DataBatch.Status.MERGED and batch.merged_at is not None
@@ -181,16 +181,18 @@ def test_merging_moves_the_rows_to_training_and_the_raw_file_to_archive(schema, 
 
 
 def test_merging_and_data_stats_never_read_the_master_s_rows(schema, demo, cl_home, django_capture_on_commit_callbacks):
-    """The cost of a merge is the batch's, not the master's: it must not even open the partitions."""
+    """The cost of a merge is the batch's, not the master's: given the plan of a run that has
+    read the rows already, it must not even open the partitions, nor must data stats."""
     older = [ingest_path(demo.write(f"old{i}.csv", slice(2800 + 100 * i, 2900 + 100 * i))) for i in range(3)]
     with django_capture_on_commit_callbacks(execute=True):
-        master.merge_batches(older)
+        master.merge_batches(master.plan_merge(older, schema))
+    new = ingest_path(demo.write("new.csv", slice(3100, 3150)))
+    plan = master.plan_merge([new], schema)
     for partition in MasterPartition.objects.all():
         (cl_home / partition.path).write_bytes(b"not parquet any more")
-    new = ingest_path(demo.write("new.csv", slice(3100, 3150)))
 
     with django_capture_on_commit_callbacks(execute=True):
-        master.merge_batches([new])
+        master.merge_batches(plan)
 
     stats = get_data_stats()
     assert (stats["master_rows"], stats["master_partitions"]) == (350, 4)
@@ -219,16 +221,29 @@ def test_the_newest_row_of_an_id_replaces_the_master_s_row_and_is_counted(cl_hom
 
     run = retrain_now()
 
-    # Deployed or held, the run counted the replaced rows on the way.
-    assert run.status in (TrainingRun.Status.DEPLOYED, TrainingRun.Status.REJECTED), run.error
+    # The run counted the replaced rows on the way.
+    assert run.status == TrainingRun.Status.DEPLOYED, (run.error, run.reasons)
     assert run.details["replaced_ids"] == 50
     assert run.details["rows"] == 800 + 250 - 50
-    corrections.refresh_from_db()
-    batches = [b for b in master.master_batches() if b.pk != corrections.pk] + [corrections]
-    rows, replaced = master.drop_replaced_ids(master.read_batches(batches, DatasetSchema.current()), "customer_id")
+    assert "50 replaced by newer rows with the same id" in run.stages[0]["detail"]
+    rows, replaced = master.rows_after_merge([], DatasetSchema.current())
     assert replaced == 50
     newest = rows.set_index("customer_id").loc[demo.frame.customer_id.iloc[750:800], "tenure"]
     assert newest.tolist() == [float(100 + i) for i in range(50)]
+    # The master counts each id once: its rows, class balance and column counts.
+    stats = get_data_stats()
+    assert (stats["master_rows"], stats["master_replaced_rows"]) == (1000, 50)
+    assert sum(v["rows"] for v in stats["class_balance"].values()) == 1000
+    assert stats["columns"]["tenure"]["count"] + stats["columns"]["tenure"]["missing"] == 1000
+    expected = demo.frame.iloc[0:1000].churn.value_counts().to_dict()
+    assert {label: v["rows"] for label, v in stats["class_balance"].items()} == expected
+
+    # The next run reports the rows it replaced itself, not the running total.
+    again = demo.frame.iloc[980:1100].copy()  # 20 ids already in the master
+    ingest_path(demo.write("more.csv", frame=again))
+    run = retrain_now()
+    assert run.details["replaced_ids"] == 20, run.details
+    assert get_data_stats()["master_rows"] == 1100
 
 
 # Several threads ingesting at once, in a process of its own on the production database set-up:

@@ -15,9 +15,11 @@ from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
 from ingestion import csvio, master
-from ingestion.models import DataBatch
+from ingestion.models import DatasetSchema, DataBatch
 from ingestion.schema import learn_schema
 from ingestion.services import create_schema, get_data_stats, ingest_path
+
+pytestmark = pytest.mark.slow  # the whole corpus, each file read twice
 
 KEPT_STATS = ("master_rows", "master_partitions", "staged_files", "staged_rows", "archived_files", "held_files", "class_balance")
 
@@ -129,7 +131,7 @@ def system(cl_home, db, demo, django_capture_on_commit_callbacks):
     create_schema(learn_schema(demo.write("initial.csv", slice(0, 2000)), target="churn", id_column="customer_id"))
     merged = ingest_path(demo.write("merged.csv", slice(2100, 2400)))
     with django_capture_on_commit_callbacks(execute=True):
-        master.merge_batches([merged])
+        master.merge_batches(master.plan_merge([merged], DatasetSchema.current()))
     staged = ingest_path(demo.write("staged.csv", slice(2400, 2450)))
     assert staged.status == DataBatch.Status.STAGED
     return cl_home
@@ -161,12 +163,11 @@ def test_the_corpus_holds_at_least_25_distinct_files(sample, big_sample):
     assert len({case.id for case in CASES}) == len(CASES)
 
 
-# Clean-looking files are parsed in pieces on several threads: each case is also run with
-# pieces of a few rows, so the problem lies in a later piece.
-@pytest.mark.parametrize("piece_bytes", [csvio.PIECE_BYTES, 512], ids=["default_pieces", "pieces_of_512_bytes"])
+# Each case is also read in blocks of a few rows, so that its problem lies in a later block.
+@pytest.mark.parametrize("block_bytes", [csvio.BLOCK_SIZE, 512], ids=["default_blocks", "blocks_of_512_bytes"])
 @pytest.mark.parametrize("case", CASES, ids=[case.id for case in CASES])
-def test_it_refuses_a_file(case, piece_bytes, system, sample, big_sample, tmp_path, monkeypatch):
-    monkeypatch.setattr(csvio, "PIECE_BYTES", piece_bytes)
+def test_it_refuses_a_file(case, block_bytes, system, sample, big_sample, tmp_path, monkeypatch):
+    monkeypatch.setattr(csvio, "BLOCK_SIZE", block_bytes)
     path = tmp_path / f"{case.id}.csv"
     path.write_bytes(case.build(sample, big_sample))
     before = state(system)
@@ -214,10 +215,9 @@ def test_it_refuses_a_file_over_the_size_limit_and_keeps_nothing_of_it(system, s
 
 
 def test_it_counts_every_problem_and_lists_the_first_hundred_in_line_order(system, demo, tmp_path, monkeypatch):
-    # Small blocks and pieces, so the problems are spread over many of them.
+    # Small blocks, so the problems are spread over many of them.
     monkeypatch.setattr(csvio, "BLOCK_SIZE", 8 << 10)
     monkeypatch.setattr(csvio, "CHECK_BYTES", 16 << 10)
-    monkeypatch.setattr(csvio, "PIECE_BYTES", 16 << 10)
     frame = demo.frame.iloc[2000:2600].copy()
     frame.iloc[0:300:2, frame.columns.get_loc("tenure")] = "n/a"  # rows 0, 2, ... 298: 150 "n/a"
     frame.iloc[1:300:2, frame.columns.get_loc("tenure")] = "ten"  # rows 1, 3, ... 299: 150 text

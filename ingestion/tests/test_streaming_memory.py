@@ -14,9 +14,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
+import pytest
 from django.conf import settings
 
 from testing.memory import ingest_reporting_peak
+
+pytestmark = pytest.mark.slow  # files of hundreds of megabytes
 
 ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "demo" / "telco_churn.csv"

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from modelhub import artifacts, services
-from modelhub.models import ModelVersion
+from modelhub.models import Deployment, ModelVersion
 
 HUB_ROWS = slice(0, 1200)
 
@@ -39,8 +39,9 @@ def copy_of_active(**fields) -> ModelVersion:
 
 def deployed_copy(reason: str = "test deploy") -> ModelVersion:
     """copy_of_active(), deployed: the previous active version becomes retired."""
+    active = ModelVersion.active()
     version = copy_of_active()
-    services.deploy_version(version=version, user=None, reason=reason)
+    services.deploy_version(version=version, user=None, reason=reason, kind=Deployment.Kind.DEPLOY, replacing=active)
     version.refresh_from_db()
     return version
 

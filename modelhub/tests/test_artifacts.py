@@ -34,14 +34,14 @@ def test_a_rollback_to_a_tampered_version_is_refused_and_the_live_model_keeps_se
     tamper(cl_home, hub)
 
     with pytest.raises(services.DeploymentError, match=r"model_v1_0\.joblib has been altered"):
-        services.rollback(user=None, reason="bad week")
+        services.activate_version(version=None, user=None, reason="bad week")
     with pytest.raises(services.DeploymentError, match=r"model_v1_0\.joblib has been altered"):
-        services.rollback(to=ModelVersion.objects.get(major=1, minor=0), user=None, reason="bad week")
+        services.activate_version(version=ModelVersion.objects.get(major=1, minor=0), user=None, reason="bad week")
 
     assert ModelVersion.active().pk == v11.pk
     assert ModelVersion.objects.get(major=1, minor=0).status == ModelVersion.Status.RETIRED
     assert Deployment.objects.count() == 2
-    serving._cached.update(key=None, version=None, model=None)  # as a freshly started web process
+    serving.forget()  # as a freshly started web process
     version, after = serving.predict(rows)
     assert version.version == "1.1"
     pd.testing.assert_frame_equal(after, before)
@@ -54,7 +54,7 @@ def test_serving_keeps_its_loaded_model_when_the_active_file_is_altered_undernea
     tamper(cl_home, hub)
     _, after = serving.predict(rows)  # no reload: the active version did not change
     pd.testing.assert_frame_equal(after, before)
-    serving._cached.update(key=None, version=None, model=None)
+    serving.forget()
     with pytest.raises(artifacts.ArtifactError, match="altered"):  # and a new process will not load it
         serving.predict(rows)
 
@@ -64,7 +64,7 @@ def test_serving_reloads_when_the_active_version_changes(hub, demo):
     assert serving.predict(rows)[0].version == "1.0"
     deployed_copy()
     assert serving.predict(rows)[0].version == "1.1"
-    services.rollback(user=None, reason="back")
+    services.activate_version(version=None, user=None, reason="back")
     assert serving.predict(rows)[0].version == "1.0"
 
 

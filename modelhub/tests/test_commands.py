@@ -2,9 +2,12 @@
 import os
 import subprocess
 import sys
+import threading
+import time
 from datetime import datetime
 
 from django.conf import settings
+from django.db import connection
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -57,7 +60,7 @@ def test_rollback_goes_to_the_previous_version_or_the_one_named(hub):
     assert (last.kind, last.reason, last.user) == ("rollback", "bad week", None)
     code, out, _ = run_command("rollback", "--version", "v1.2")
     assert code == 0 and ModelVersion.active().version == "1.2"
-    assert Deployment.objects.order_by("-created_at", "-id").first().reason == "rollback from the command line"
+    assert Deployment.objects.order_by("-created_at", "-id").first().reason == "rollback"
 
 
 def test_rollback_errors_exit_1_with_the_reason_on_stderr_and_change_nothing(hub):
@@ -121,10 +124,22 @@ def test_retrain_exits_0_when_deployed_or_skipped_3_when_rejected_1_when_failed(
     assert "candidate v1.2 rejected; its new batches are held:" in err and "suspected label problems" in err
     assert ModelVersion.active().version == "1.1"
 
-    TrainingRun.objects.create(trigger=TrainingRun.Trigger.SCHEDULE, status=TrainingRun.Status.RUNNING,
-                               started_at=timezone.now(), heartbeat_at=timezone.now())
+    # A run already running elsewhere: the command waits for it and reports how it ended.
+    elsewhere = TrainingRun.objects.create(trigger=TrainingRun.Trigger.SCHEDULE, status=TrainingRun.Status.RUNNING,
+                                           started_at=timezone.now(), heartbeat_at=timezone.now(), worker="another-host:1")
+
+    def it_ends():
+        time.sleep(1.5)
+        TrainingRun.objects.filter(pk=elsewhere.pk).update(status=TrainingRun.Status.FAILED, error="out of memory",
+                                                            finished_at=timezone.now())
+        connection.close()
+
+    ender = threading.Thread(target=it_ends)
+    ender.start()
     code, out, err = run_command("retrain", "--force")
-    assert code == 1 and "failed: another retraining" in err
+    ender.join()
+    assert f"run {elsewhere.pk} is already running; waiting for it to end" in out
+    assert code == 1 and f"run {elsewhere.pk}: failed: out of memory" in err
 
 
 def test_schedule_retraining_sets_shows_and_turns_off_the_one_schedule(fresh_db):

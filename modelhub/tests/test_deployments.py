@@ -40,7 +40,7 @@ def test_two_concurrent_deploys_one_wins_and_the_other_is_refused(hub):
         try:
             start.wait()
             # Both callers saw v1.0 active, as two admins on the same page would.
-            services.deploy_version(version=version, user=None, reason="race", replacing=v10)
+            services.deploy_version(version=version, user=None, reason="race", kind=Deployment.Kind.DEPLOY, replacing=v10)
             outcomes[version.version] = "deployed"
         except services.DeploymentError as exc:
             outcomes[version.version] = str(exc)
@@ -72,7 +72,7 @@ def test_a_deploy_prepared_before_another_one_committed_is_refused(hub):
     deployed_copy()  # v1.2 went live after the caller looked
 
     with pytest.raises(services.DeploymentError, match=r"changed \(to v1\.2\) while v1\.1"):
-        services.deploy_version(version=later, user=None, reason="stale page", replacing=v10)
+        services.deploy_version(version=later, user=None, reason="stale page", kind=Deployment.Kind.DEPLOY, replacing=v10)
     assert ModelVersion.active().version == "1.2"
     assert_ledger_consistent()
 
@@ -89,15 +89,14 @@ def test_deploying_a_rejected_version_needs_a_forced_deploy_with_a_reason(hub, u
     rejected.refresh_from_db()
 
     with pytest.raises(services.DeploymentError, match="rejected by validation"):
-        services.deploy_version(version=rejected, user=users["engineer"], reason="looks fine")
-    with pytest.raises(services.DeploymentError, match="rejected by validation"):
-        services.rollback(to=rejected, user=users["engineer"], reason="looks fine")
-    with pytest.raises(services.DeploymentError, match="needs a reason"):
-        services.force_deploy(version=rejected, user=users["engineer"], reason="   ")
+        services.deploy_version(version=rejected, user=users["engineer"], reason="looks fine", kind=Deployment.Kind.DEPLOY,
+                                replacing=hub)
+    with pytest.raises(services.DeploymentError, match="rejected by validation.*needs a reason"):
+        services.activate_version(version=rejected, user=users["engineer"], reason="   ")
     assert ModelVersion.active().version == "1.0"
     assert Deployment.objects.count() == 1
 
-    deployment = services.force_deploy(version=rejected, user=users["engineer"], reason="the drift is a known campaign")
+    deployment = services.activate_version(version=rejected, user=users["engineer"], reason="the drift is a known campaign")
     assert deployment.kind == Deployment.Kind.FORCED
     assert deployment.user == users["engineer"]
     assert deployment.reason == "the drift is a known campaign"
@@ -112,11 +111,11 @@ def test_deploying_a_rejected_version_needs_a_forced_deploy_with_a_reason(hub, u
 def test_a_candidate_and_the_active_version_cannot_be_rolled_back_to(hub):
     candidate = copy_of_active()
     with pytest.raises(services.DeploymentError, match="candidate"):
-        services.rollback(to=candidate, user=None, reason="x")
+        services.activate_version(version=candidate, user=None, reason="x")
     with pytest.raises(services.DeploymentError, match="already the active version"):
-        services.rollback(to=ModelVersion.active(), user=None, reason="x")
+        services.activate_version(version=ModelVersion.active(), user=None, reason="x")
     with pytest.raises(services.DeploymentError, match="no earlier version"):
-        services.rollback(user=None, reason="x")
+        services.activate_version(version=None, user=None, reason="x")
     assert Deployment.objects.count() == 1
 
 
@@ -126,7 +125,7 @@ def test_a_rollback_to_a_version_that_cannot_predict_is_refused(hub, demo_fit):
     ModelVersion.objects.filter(pk=broken.pk).update(status=ModelVersion.Status.RETIRED, deployed_at=timezone.now())
     broken.refresh_from_db()
     with pytest.raises(services.DeploymentError, match=r"v1\.1 failed to predict on held-out rows"):
-        services.rollback(to=broken, user=None, reason="x")
+        services.activate_version(version=broken, user=None, reason="x")
     assert ModelVersion.active().version == "1.0" and Deployment.objects.count() == 1
 
 
@@ -145,13 +144,13 @@ def test_previous_version_is_the_newest_older_version_that_was_live(hub, cl_home
     assert v13.version == "1.3"
     assert services.previous_version().version == "1.1"
 
-    deployment = services.rollback(user=None, reason="bad week")
+    deployment = services.activate_version(version=None, user=None, reason="bad week")
     assert (deployment.kind, deployment.from_version.version, deployment.to_version.version) == ("rollback", "1.3", "1.1")
     assert deployment.reason == "bad week"
     assert ModelVersion.objects.get(pk=v13.pk).status == ModelVersion.Status.RETIRED
     # From v1.1, "previous" goes further back, never forward to the newer v1.3.
     assert services.previous_version().version == "1.0"
-    services.rollback(user=None, reason="")
+    services.activate_version(version=None, user=None, reason="")
     assert ModelVersion.active().version == "1.0"
     assert Deployment.objects.filter(kind=Deployment.Kind.ROLLBACK).count() == 2
     assert Deployment.objects.order_by("-created_at", "-id").first().reason == "rollback"
@@ -175,7 +174,7 @@ def test_version_live_at_answers_from_the_ledger(hub):
     assert services.version_live_at(initial.created_at).version == "1.0"
     assert services.version_live_at(second.created_at - timedelta(microseconds=1)).version == "1.0"
     assert services.version_live_at(second.created_at).version == "1.1"
-    services.rollback(user=None, reason="back")
+    services.activate_version(version=None, user=None, reason="back")
     third = Deployment.objects.order_by("-id").first()
     assert services.version_live_at(second.created_at + (third.created_at - second.created_at) / 2).version == "1.1"
     assert services.version_live_at(third.created_at + timedelta(days=1)).version == "1.0"

@@ -36,9 +36,9 @@ def test_the_whole_loop_deploys_rejects_holds_and_rolls_back(initialised, demo, 
     assert stats["master_rows"] == 2000 + 600 + 600
     assert stats["held_files"] == 1
 
-    services.rollback(user=None, reason="test")
+    services.activate_version(version=None, user=None, reason="test")
     assert ModelVersion.active().version == "1.1"
-    services.rollback(to=ModelVersion.objects.get(major=1, minor=3), user=None, reason="forward")
+    services.activate_version(version=ModelVersion.objects.get(major=1, minor=3), user=None, reason="forward")
     assert ModelVersion.active().version == "1.3"
     assert Deployment.objects.filter(kind=Deployment.Kind.ROLLBACK).count() == 2
 

@@ -1,56 +1,147 @@
-"""One retraining at a time, enforced by the database; a run whose worker died is found and failed."""
+"""One way to ask for a retraining, one run at a time, and runs that never hang and are never killed alive."""
+import subprocess
+import sys
+import time
 from datetime import timedelta
 
 import pytest
 from django.db import IntegrityError, transaction
 from django.utils import timezone
+from django_q.models import OrmQ
+from django_q.timeout import TimeoutHandler
 
-from modelhub.models import TrainingRun
-from modelhub.retraining import execute, fail_stale_runs, request_run, retrain_now
+from audit.models import AuditEvent
+from ingestion.models import DataBatch
+from ingestion.services import ingest_path
+from modelhub import runs
+from modelhub.models import ModelVersion, TrainingRun
+from modelhub.retraining import execute, retrain_now
 
 
-def running(minutes_since_heartbeat: float) -> TrainingRun:
-    beat = timezone.now() - timedelta(minutes=minutes_since_heartbeat)
+def running(seconds_since_heartbeat: float, *, worker: str = "") -> TrainingRun:
+    beat = timezone.now() - timedelta(seconds=seconds_since_heartbeat)
     return TrainingRun.objects.create(trigger=TrainingRun.Trigger.SCHEDULE, status=TrainingRun.Status.RUNNING,
-                                      started_at=beat - timedelta(minutes=5), heartbeat_at=beat)
+                                      started_at=beat - timedelta(minutes=5), heartbeat_at=beat, worker=worker)
 
 
-def test_a_run_left_running_without_a_heartbeat_is_failed_when_the_next_run_starts(hub, settings):
-    stale = running(settings.CL_STALE_RUN_MINUTES + 1)
-    run = retrain_now()
-    stale.refresh_from_db()
-    assert stale.status == TrainingRun.Status.FAILED
-    assert "the worker stopped without finishing this run (no heartbeat)" in stale.error
-    assert stale.finished_at <= run.started_at  # failed first, then the new run took its place
-    assert run.status == TrainingRun.Status.SKIPPED  # the new run went ahead
+def queued_tasks() -> list:
+    return [task for task in OrmQ.objects.all() if task.func() == runs.TASK]
 
 
-def test_a_run_with_a_recent_heartbeat_blocks_the_next_one(hub, settings):
-    busy = running(settings.CL_STALE_RUN_MINUTES - 1)
-    run = retrain_now()
-    assert run.status == TrainingRun.Status.FAILED
-    assert run.error == f"another retraining (run {busy.pk}) is running; try again when it ends"
-    assert run.started_at is None and run.finished_at is not None
-    busy.refresh_from_db()
-    assert busy.status == TrainingRun.Status.RUNNING and busy.error == ""
-    assert fail_stale_runs() == 0
+def test_a_second_request_while_one_is_queued_joins_it_and_both_are_audited(hub, users, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        first = runs.request_retraining(user=users["engineer"], trigger=TrainingRun.Trigger.MANUAL)
+        second = runs.request_retraining(user=users["admin"], trigger=TrainingRun.Trigger.MANUAL, force=True)
+
+    assert first.created and not second.created
+    assert second.run.pk == first.run.pk and second.run.force  # the later request's "force" is kept
+    assert f"Run {first.run.pk} is already queued" in second.message
+    assert TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).count() == 1
+    assert [task.args() for task in queued_tasks()] == [(first.run.pk,)]  # handed to the worker once
+    asked = AuditEvent.objects.filter(action="run.requested").order_by("pk")
+    assert [(e.actor.username, e.details["joined"]) for e in asked] == [("engineer", None), ("admin", first.run.pk)]
 
 
-def test_the_database_refuses_a_second_running_run(fresh_db):
+def test_a_request_while_a_run_is_running_points_to_that_run(hub):
+    busy = running(1)
+    asked = runs.request_retraining(user=None, trigger=TrainingRun.Trigger.SCHEDULE)
+    assert not asked.created and asked.run.pk == busy.pk
+    assert "already running" in asked.message
+
+
+def test_the_database_keeps_one_running_and_one_queued_run(fresh_db):
     running(0)
     with pytest.raises(IntegrityError), transaction.atomic():
         running(0)
-    queued = request_run(trigger=TrainingRun.Trigger.MANUAL)
+    TrainingRun.objects.create(trigger=TrainingRun.Trigger.MANUAL)
     with pytest.raises(IntegrityError), transaction.atomic():
-        TrainingRun.objects.filter(pk=queued.pk).update(status=TrainingRun.Status.RUNNING)
-    # Finished runs of every other status can be as many as there are.
+        TrainingRun.objects.create(trigger=TrainingRun.Trigger.MANUAL)
     for status in (TrainingRun.Status.FAILED, TrainingRun.Status.DEPLOYED, TrainingRun.Status.FAILED):
         TrainingRun.objects.create(trigger=TrainingRun.Trigger.CLI, status=status)
-    assert TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING).count() == 1
+    assert TrainingRun.objects.filter(status__in=runs.PENDING).count() == 2
 
 
-def test_a_run_is_executed_once(hub):
-    run = request_run(trigger=TrainingRun.Trigger.MANUAL)
-    assert execute(run).status == TrainingRun.Status.SKIPPED
+def test_a_run_whose_heartbeat_stopped_is_failed_by_the_next_request_and_the_new_run_goes_ahead(hub):
+    stale = running((runs.STALE_AFTER + timedelta(seconds=5)).total_seconds())
+    candidate = ModelVersion.objects.create(major=1, minor=9, schema=hub.schema, run=stale, artifact="x", sha256="",
+                                            trained_at=timezone.now())
+
+    run = retrain_now()
+
+    stale.refresh_from_db()
+    candidate.refresh_from_db()
+    assert stale.status == TrainingRun.Status.FAILED
+    assert "its heartbeat stopped" in stale.error and "still staged" in stale.error
+    assert candidate.status == ModelVersion.Status.REJECTED
+    assert run.status == TrainingRun.Status.SKIPPED and run.pk != stale.pk
+
+
+def test_a_run_of_a_process_on_this_machine_that_is_gone_is_failed_at_once(hub):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = running(1, worker=f"{runs.worker_name().rsplit(':', 1)[0]}:{gone.pid}")
+    alive = TrainingRun.objects.filter(pk=dead.pk)
+
+    assert runs.sweep()["failed_stale"] == [dead.pk]
+    assert alive.get().status == TrainingRun.Status.FAILED
+
+
+def test_a_slow_run_with_a_live_heartbeat_is_never_taken_for_dead(hub):
+    busy = running(1, worker=runs.worker_name())  # this very process, beating a second ago
+    assert runs.sweep() == {"failed_stale": [], "requeued": [], "failed_queued": []}
+    busy.refresh_from_db()
+    assert busy.status == TrainingRun.Status.RUNNING
+
+
+def test_the_heartbeat_thread_beats_while_the_run_works(hub):
+    run = running(30, worker=runs.worker_name())
+    before = run.heartbeat_at
+    with runs.Heartbeat(run, every=0.1):
+        time.sleep(0.6)  # a stage that writes nothing
+    run.refresh_from_db()
+    assert run.heartbeat_at > before + timedelta(seconds=25)
+
+
+def test_executing_a_run_that_is_not_queued_changes_nothing(hub):
+    run = retrain_now(force=True)
+    assert run.status == TrainingRun.Status.DEPLOYED, run.error or run.reasons
+    finished_at, active = run.finished_at, ModelVersion.active().pk
+
     again = execute(TrainingRun.objects.get(pk=run.pk))
-    assert again.status == TrainingRun.Status.FAILED and again.error == f"run {run.pk} is not queued"
+
+    assert (again.status, again.finished_at, again.error) == (TrainingRun.Status.DEPLOYED, finished_at, "")
+    assert ModelVersion.active().pk == active
+
+
+def test_a_queued_run_no_worker_takes_is_handed_over_once_more_then_failed(hub, settings, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        run = runs.request_retraining(user=None, trigger=TrainingRun.Trigger.MANUAL).run
+    late = timezone.now() - timedelta(minutes=settings.CL_QUEUED_RUN_MINUTES + 1)
+
+    TrainingRun.objects.filter(pk=run.pk).update(enqueued_at=late)
+    assert runs.sweep()["requeued"] == [run.pk]
+    assert len(queued_tasks()) == 2
+    TrainingRun.objects.filter(pk=run.pk).update(enqueued_at=late)
+    assert runs.sweep()["failed_queued"] == [run.pk]
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert "no worker started this run" in run.error and "qcluster" in run.error
+
+
+def test_a_run_stopped_by_the_task_timeout_is_failed_with_its_reason_and_its_batch_stays_staged(hub, demo):
+    batch = ingest_path(demo.write("batch.csv", slice(1200, 2200)))
+    run = runs.request_retraining(user=None, trigger=TrainingRun.Trigger.MANUAL, enqueue=False).run
+
+    # django-q2's own timeout: SIGALRM raises its TimeoutException (a SystemExit) in the task.
+    with pytest.raises(SystemExit), TimeoutHandler(1):
+        execute(run)
+
+    run.refresh_from_db()
+    batch.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert "stopped before it finished" in run.error and "TimeoutException" in run.error
+    assert batch.status == DataBatch.Status.STAGED
+    assert not ModelVersion.objects.filter(run=run, status=ModelVersion.Status.CANDIDATE).exists()
+    assert ModelVersion.active().pk == hub.pk
+    assert retrain_now().status == TrainingRun.Status.DEPLOYED  # the next run takes the batch

@@ -17,7 +17,8 @@ class Command(BaseCommand):
         parser.add_argument("--list", action="store_true", help="show every version and the deployment history")
         parser.add_argument("--at", help='only report which version was live at this time ("2026-11-20 14:00"); changes nothing')
         parser.add_argument("--version", help="the version to make active, e.g. 1.2")
-        parser.add_argument("--reason", default="", help="why (kept in the deployment ledger)")
+        parser.add_argument("--reason", default="",
+                            help="why (kept in the deployment ledger); required to deploy a version the gates rejected")
 
     def handle(self, *args, **options):
         if options["list"] or options["at"]:
@@ -28,18 +29,18 @@ class Command(BaseCommand):
         target = None
         if options["version"]:
             try:
-                major, minor = ModelVersion.parse(options["version"])
+                target = ModelVersion.named(options["version"])
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
-            target = ModelVersion.objects.filter(major=major, minor=minor).first()
-            if target is None:
-                raise CommandError(f"there is no version {options['version']}; `rollback --list` shows them")
+            except ModelVersion.DoesNotExist:
+                raise CommandError(f"there is no version {options['version']}; `rollback --list` shows them") from None
         try:
-            deployment = services.rollback(to=target, user=None, reason=options["reason"] or "rollback from the command line")
+            deployment = services.activate_version(version=target, user=None, reason=options["reason"])
         except services.DeploymentError as exc:
             raise CommandError(str(exc)) from None
         source = deployment.from_version.version if deployment.from_version_id else "none"
-        self.stdout.write(self.style.SUCCESS(f"rolled back: v{source} -> v{deployment.to_version.version} is active"))
+        done = "forced deployment" if deployment.kind == Deployment.Kind.FORCED else "rolled back"
+        self.stdout.write(self.style.SUCCESS(f"{done}: v{source} -> v{deployment.to_version.version} is active"))
 
     def list(self, at: str | None) -> None:
         if at:

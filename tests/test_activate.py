@@ -1,0 +1,117 @@
+"""Making a version active, from every door: the model page, the admin action and button, the
+command line. Each is the one service, activate_version, so each behaves the same: a rollback
+for a version that served, a forced deployment (reason required, held batches merged) for a
+candidate the gates rejected."""
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from audit.models import AuditEvent
+from ingestion.models import DataBatch
+from ingestion.services import get_data_stats, ingest_path
+from modelhub.models import Deployment, ModelVersion, TrainingRun
+from modelhub.retraining import retrain_now
+
+pytestmark = pytest.mark.slow  # a retraining or two per test
+
+
+def web(version: ModelVersion, reason: str, user) -> str:
+    client = Client()
+    client.force_login(user)
+    response = client.post(reverse("model_rollback", args=[version.version]), {"reason": reason}, follow=True)
+    return " ".join(str(m) for m in response.context["messages"])
+
+
+def admin_action(version: ModelVersion, reason: str, user) -> str:
+    client = Client()
+    client.force_login(user)
+    response = client.post(reverse("admin:modelhub_modelversion_changelist"),
+                           {"action": "rollback_to_version", "_selected_action": [version.pk], "post": "yes", "reason": reason},
+                           follow=True)
+    return " ".join(str(m) for m in response.context["messages"])
+
+
+def admin_button(version: ModelVersion, reason: str, user) -> str:
+    client = Client()
+    client.force_login(user)
+    response = client.post(reverse("admin:modelhub_modelversion_rollback", args=[version.pk]), {"post": "yes", "reason": reason},
+                           follow=True)
+    return " ".join(str(m) for m in response.context["messages"])
+
+
+def command_line(version: ModelVersion, reason: str, user) -> str:
+    from modelhub.tests.commands import run_command
+
+    code, out, err = run_command("rollback", "--version", version.version, *(["--reason", reason] if reason else []))
+    return out + err
+
+
+DOORS = [web, admin_action, admin_button, command_line]
+
+
+@pytest.fixture
+def rejected(initialised, demo, users):
+    """v1.1, rejected for the flipped labels of the batch its run now holds."""
+    held = ingest_path(demo.flipped("flipped.csv", slice(2000, 2500)))
+    run = retrain_now()
+    assert run.status == TrainingRun.Status.REJECTED, (run.error, run.reasons)
+    held.refresh_from_db()
+    assert held.status == DataBatch.Status.HELD
+    return run.candidate, held
+
+
+@pytest.mark.parametrize("door", DOORS, ids=[door.__name__ for door in DOORS])
+def test_a_rejected_candidate_is_deployed_only_with_a_reason_and_its_held_batch_joins_the_master(door, rejected, users, cl_home):
+    candidate, held = rejected
+    before = get_data_stats()["master_rows"]
+
+    said = door(candidate, "", users["engineer"])
+
+    assert "needs a reason" in said, said
+    assert ModelVersion.active().version == "1.0"
+    held.refresh_from_db()
+    assert held.status == DataBatch.Status.HELD
+
+    said = door(candidate, "the labels are right: a new retention campaign", users["engineer"])
+
+    assert "v1.1" in said and ModelVersion.active().version == "1.1", said
+    deployment = Deployment.objects.latest("created_at")
+    assert (deployment.kind, deployment.from_version.version, deployment.reason) == (
+        Deployment.Kind.FORCED, "1.0", "the labels are right: a new retention campaign")
+    held.refresh_from_db()
+    assert held.status == DataBatch.Status.MERGED
+    assert (cl_home / held.parquet_path).exists() and held.parquet_path.startswith("data/training/")
+    assert get_data_stats()["master_rows"] == before + 500
+    assert AuditEvent.objects.filter(action="model.forced", target="v1.1").count() == 1
+
+
+@pytest.mark.parametrize("door", DOORS, ids=[door.__name__ for door in DOORS])
+def test_a_version_that_served_comes_back_as_a_rollback_from_every_door(door, initialised, demo, users):
+    ingest_path(demo.write("good.csv", slice(2000, 2600)))
+    assert retrain_now().status == TrainingRun.Status.DEPLOYED
+    v10 = ModelVersion.objects.get(major=1, minor=0)
+
+    said = door(v10, "back to the known one", users["engineer"])
+
+    assert ModelVersion.active().version == "1.0", said
+    deployment = Deployment.objects.latest("created_at")
+    assert (deployment.kind, deployment.from_version.version, deployment.reason) == (
+        Deployment.Kind.ROLLBACK, "1.1", "back to the known one")
+
+
+def test_an_analyst_cannot_activate_a_version_through_any_web_door(rejected, users):
+    candidate, _ = rejected
+    for door in (web, admin_action, admin_button):
+        client = Client()
+        client.force_login(users["analyst"])
+        door_url = {
+            web: reverse("model_rollback", args=[candidate.version]),
+            admin_action: reverse("admin:modelhub_modelversion_changelist"),
+            admin_button: reverse("admin:modelhub_modelversion_rollback", args=[candidate.pk]),
+        }[door]
+        response = client.post(door_url, {"action": "rollback_to_version", "_selected_action": [candidate.pk], "post": "yes",
+                                          "reason": "x"})
+        assert response.status_code in (302, 403), door.__name__
+        if response.status_code == 302:
+            assert "/login/" in response["Location"] or "/admin/login/" in response["Location"], door.__name__
+    assert ModelVersion.active().version == "1.0"
