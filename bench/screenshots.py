@@ -63,7 +63,9 @@ def build_state(home: Path) -> dict:
     frame.loc[frame.index[6], "contract"] = "Three year"
     bad = ingest("bad.csv", demo.write("bad.csv", frame=frame), users["analyst"])
     staged = ingest("may.csv", demo.write("c.csv", slice(3500, 3700)), users["analyst"])
-    queued = retraining.request_run(user=users["engineer"], trigger=TrainingRun.Trigger.MANUAL)
+    from modelhub.runs import request_retraining
+
+    queued = request_retraining(user=users["engineer"], trigger=TrainingRun.Trigger.MANUAL, enqueue=False).run
     from modelhub.models import ModelVersion
 
     return {
@@ -82,19 +84,20 @@ def shoot(base: str, out: Path, ids: dict) -> list[Path]:
     plan = {
         None: [("login", "/login/")],
         "viewer": [("overview", "/"), ("data", "/data/"), ("models", "/models/"), ("model_v1_0", "/models/1.0/"),
-                   ("runs", "/runs/"), ("deployments", "/deployments/"), ("predict", "/predict/"), ("upload_403", "/data/upload/")],
+                   ("runs", "/runs/"), ("deployments", "/deployments/"), ("predict", "/predict/"), ("upload_403", "/data/upload/"),
+                   ("status", "/status/")],
         "analyst": [("data", "/data/"), ("upload", "/data/upload/"), ("batch_good", f"/data/{ids['good']}/"),
                     ("batch_bad", f"/data/{ids['bad']}/"), ("predict", "/predict/")],
         "engineer": [("overview", "/"), ("runs", "/runs/"), ("run_deployed", f"/runs/{ids['deployed_run']}/"),
                      ("run_rejected", f"/runs/{ids['rejected_run']}/"), ("run_queued", f"/runs/{ids['queued_run']}/"),
                      ("models", "/models/"), ("model_v1_0", "/models/1.0/"), ("model_v1_1", "/models/1.1/"),
                      ("model_rejected", f"/models/{ids['rejected_version']}/"), ("batch_held", f"/data/{ids['held']}/"),
-                     ("deployments", "/deployments/?at=2000-01-01T00:00"), ("admin_index", "/admin/"),
+                     ("deployments", "/deployments/?at=2000-01-01T00:00"), ("status", "/status/"), ("admin_index", "/admin/"),
                      ("admin_versions", "/admin/modelhub/modelversion/"), ("admin_version", f"/admin/modelhub/modelversion/{ids['v10']}/change/")],
         "admin": [("overview", "/"), ("admin_index", "/admin/"), ("not_found", "/models/9.9/")],
     }
     phone = {("viewer", "overview"), ("viewer", "data"), ("engineer", "runs"), ("engineer", "model_v1_0"), ("analyst", "batch_bad"),
-             (None, "login")}
+             (None, "login"), ("engineer", "status")}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         for role, pages in plan.items():

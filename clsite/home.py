@@ -7,14 +7,15 @@ from typing import Any
 
 from django.conf import settings
 
+# The folders the data and model files need. The mirror folders (models/active,
+# models/metadata) are made by the code that writes them, which also copes with their being in
+# the way, so that a broken mirror never stops an upload or a run.
 LAYOUT = (
     "data/new",
     "data/training",
     "data/archive",
     "data/quarantine",
-    "models/active",
     "models/versions",
-    "models/metadata",
     "logs",
     "tmp",
 )

@@ -59,6 +59,7 @@ INSTALLED_APPS = [
     "audit",
     "ingestion",
     "modelhub",
+    "ops",
     "dashboards",
 ]
 
@@ -144,6 +145,34 @@ CL_HOLDOUT_PERCENT = envint("CL_HOLDOUT_PERCENT", "20")
 CL_RUN_TIMEOUT_MINUTES = envint("CL_RUN_TIMEOUT_MINUTES", "120")
 # A queued run no worker has started after this is handed over once more, then failed.
 CL_QUEUED_RUN_MINUTES = envint("CL_QUEUED_RUN_MINUTES", "15")
+# Health and alerts (README "Running it unattended"). The worker beats every minute; silent
+# longer than this, it counts as stopped.
+CL_WORKER_SILENT_SECONDS = envint("CL_WORKER_SILENT_SECONDS", "180")
+# Staged data waiting this long with no successful retraining is a problem to report.
+CL_ALERT_NO_SUCCESS_HOURS = envint("CL_ALERT_NO_SUCCESS_HOURS", "36")
+# Less free disk than this under CL_HOME is a problem to report.
+CL_MIN_FREE_MB = envint("CL_MIN_FREE_MB", "1024")
+# The address people use to reach the site, for the links in alert mails.
+CL_SITE_URL = os.getenv("CL_SITE_URL", "http://127.0.0.1:8000")
+# Retention: how long files nobody needs any more are kept (ops/retention.py).
+CL_KEEP_TMP_HOURS = envint("CL_KEEP_TMP_HOURS", "6")
+CL_KEEP_QUARANTINE_DAYS = envint("CL_KEEP_QUARANTINE_DAYS", "30")
+CL_KEEP_ARCHIVE_DAYS = envint("CL_KEEP_ARCHIVE_DAYS", "365")
+CL_KEEP_LOG_MB = envint("CL_KEEP_LOG_MB", "20")
+
+# Alert mail: SMTP when EMAIL_HOST is set, else printed on the console of the process that sends it.
+EMAIL_HOST = os.getenv("EMAIL_HOST", "")
+if EMAIL_HOST:
+    EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    EMAIL_PORT = envint("EMAIL_PORT", "587")
+    EMAIL_HOST_USER = os.getenv("EMAIL_HOST_USER", "")
+    EMAIL_HOST_PASSWORD = os.getenv("EMAIL_HOST_PASSWORD", "")
+    EMAIL_USE_TLS = envbool("EMAIL_USE_TLS", "true")
+    EMAIL_TIMEOUT = 20
+else:
+    EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "continuous-learning@localhost")
+
 # Folds for choosing between candidate estimators by cross-validation.
 CL_CV_FOLDS = envint("CL_CV_FOLDS", "3")
 

@@ -57,3 +57,34 @@ class PredictForm(forms.Form):
 
 class BatchPredictForm(forms.Form):
     file = forms.FileField(label="CSV of customers", help_text="The template's columns; the target column may be left out.")
+
+
+class ScheduleForm(forms.Form):
+    """The retraining schedule as people say it: daily at a time, weekly on a day, a cron expression, or off."""
+
+    KINDS = [("daily", "Every day"), ("weekly", "Every week"), ("cron", "Cron expression"), ("off", "Off (on demand only)")]
+    DAYS = [("mon", "Monday"), ("tue", "Tuesday"), ("wed", "Wednesday"), ("thu", "Thursday"), ("fri", "Friday"),
+            ("sat", "Saturday"), ("sun", "Sunday")]
+    kind = forms.ChoiceField(choices=KINDS, widget=forms.RadioSelect, initial="daily")
+    at = forms.CharField(label="At (HH:MM)", required=False, initial="02:00", max_length=5)
+    day = forms.ChoiceField(choices=DAYS, required=False, initial="mon")
+    cron = forms.CharField(label="Cron", required=False, max_length=100, help_text="minute hour day month weekday, e.g. 0 */6 * * *")
+
+    def clean(self):
+        """Leaves the cron expression to use in cleaned_data["expression"] (None: off)."""
+        from modelhub import schedule
+
+        data = super().clean()
+        kind = data.get("kind")
+        try:
+            if kind == "daily":
+                data["expression"] = schedule.daily_cron(data.get("at") or "")
+            elif kind == "weekly":
+                data["expression"] = schedule.weekly_cron(data.get("day") or "", data.get("at") or "")
+            elif kind == "cron":
+                data["expression"] = schedule.valid_cron(data.get("cron") or "")
+            else:
+                data["expression"] = None
+        except schedule.ScheduleError as exc:
+            raise forms.ValidationError(str(exc)) from None
+        return data

@@ -91,3 +91,26 @@ def predict_hints() -> dict:
         elif column["kind"] == "categorical" and column.get("top"):
             typical[name] = next(iter(column["top"]))
     return {"typical": typical, "flags": flags}
+
+
+def schedule_initial(current) -> dict:
+    """The schedule form's starting values, read back from the cron expression."""
+    if current is None:
+        return {"kind": "off"}
+    minute, hour, day, month, weekday = current.cron.split()
+    if minute.isdigit() and hour.isdigit() and (day, month) == ("*", "*"):
+        at = f"{int(hour):02d}:{int(minute):02d}"
+        if weekday == "*":
+            return {"kind": "daily", "at": at}
+        names = {"1": "mon", "2": "tue", "3": "wed", "4": "thu", "5": "fri", "6": "sat", "0": "sun", "7": "sun"}
+        if weekday in names:
+            return {"kind": "weekly", "at": at, "day": names[weekday]}
+    return {"kind": "cron", "cron": current.cron}
+
+
+def health_summary() -> dict:
+    """The overview's line of health: healthy or not, and the checks that are not ok."""
+    from ops import health
+
+    report = health.recent()
+    return {"healthy": report.healthy, "checks": report.checks, "warnings": any(c.status != health.OK for c in report.checks)}

@@ -19,4 +19,7 @@ urlpatterns = [
     path("deployments/", views.deployments, name="deployments"),
     path("predict/", views.predict, name="predict"),
     path("predict/batch/", views.predict_batch, name="predict_batch"),
+    path("status/", views.status, name="status"),
+    path("status/schedule/", views.schedule_change, name="schedule_change"),
+    path("healthz", views.healthz, name="healthz"),
 ]

@@ -2,20 +2,22 @@
 import csv
 
 from django.contrib import messages
-from django.contrib.auth.decorators import permission_required
+from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.paginator import Paginator
-from django.http import FileResponse, Http404, HttpResponse
+from django.http import FileResponse, Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from ingestion import services as ingestion
 from ingestion.models import DatasetSchema, DataBatch
 from modelhub import schedule, serving, services
 from modelhub.runs import request_retraining
+from ops import alerts, health, retention
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 
 from . import charts, selectors
-from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RetrainForm, UploadForm
+from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RetrainForm, ScheduleForm, UploadForm
 
 view_required = permission_required("modelhub.view_modelversion", raise_exception=True)
 upload_required = permission_required("ingestion.upload_data", raise_exception=True)
@@ -29,7 +31,7 @@ batch_predict_required = permission_required("modelhub.batch_predict", raise_exc
 def overview(request):
     schema = DatasetSchema.current()
     form = PredictForm(schema=schema, **selectors.predict_hints()) if schema else None
-    return render(request, "dashboards/overview.html", {**selectors.overview(), "predict_form": form})
+    return render(request, "dashboards/overview.html", {**selectors.overview(), "predict_form": form, "health": selectors.health_summary()})
 
 
 @view_required
@@ -42,7 +44,7 @@ def data(request):
     stats = ingestion.get_data_stats()
     return render(request, "dashboards/data.html", {
         "page": page, "status": status, "statuses": DataBatch.Status.choices, "stats": stats,
-        "schema": DatasetSchema.current(),
+        "schema": DatasetSchema.current(), "cleanup": retention.plan(), "cleanup_next": retention.next_run_words(),
         "balance_chart": charts.class_balance(stats["class_balance"]) if stats["class_balance"] else "",
     })
 
@@ -218,3 +220,37 @@ def predict_batch(request):
     stream = open(output, "rb")
     output.unlink()  # the open handle keeps the data until the response is sent; nothing is left behind
     return FileResponse(stream, as_attachment=True, filename=name, content_type="text/csv")
+
+
+@view_required
+def status(request):
+    report = health.report()
+    alerts.evaluate(report)
+    current = schedule.current()
+    form = ScheduleForm(initial=selectors.schedule_initial(current)) if request.user.has_perm("modelhub.retrain_model") else None
+    return render(request, "dashboards/status.html", {
+        "report": report, "checked_at": timezone.now(), "schedule_form": form, "schedule": schedule.describe(), "cleanup": retention.plan(),
+        "cleanup_next": retention.next_run_words(),
+    })
+
+
+@require_POST
+@retrain_required
+def schedule_change(request):
+    form = ScheduleForm(request.POST)
+    if form.is_valid():
+        schedule.change(user=request.user, cron=form.cleaned_data["expression"])
+        messages.success(request, f"Saved: {schedule.describe()}.")
+    else:
+        messages.error(request, " ".join(form.non_field_errors()) or "Check the schedule's fields.")
+    return redirect("status")
+
+
+@login_not_required
+def healthz(request):
+    """For load balancers and orchestrators: 200 healthy or 503, with the failing checks' names only."""
+    report = health.recent(max_age=10)
+    if report.checks[0].name != "database":
+        alerts.evaluate(report)  # the web process tells people even when the worker is dead
+    return JsonResponse({"status": "ok" if report.healthy else "failing", "failing": report.failing},
+                        status=200 if report.healthy else 503)

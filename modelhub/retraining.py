@@ -189,7 +189,7 @@ def _decide(run, version, validation, new, merge, stages, live) -> None:
         hold_batches(new)
         record(actor=run.requested_by, action="model.rejected", target=str(version),
                details={"reasons": validation["reasons"], "held_batches": [b.pk for b in new]})
-    mirrors.write_version(version)
+    mirrors.refresh_after_change(version, deployed=False)
     stages.line("reject", 0.0, f"v{version.version} rejected; {len(new)} batch(es) held")
     runs.finish(run, TrainingRun.Status.REJECTED, reasons=validation["reasons"])
 

@@ -165,7 +165,7 @@ def sweep() -> dict:
     the health checks. Returns what it did, for the health report.
     """
     now = timezone.now()
-    failed_stale = [run.pk for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING) if _is_dead(run, now)]
+    failed_stale = [run.pk for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING) if is_dead(run, now)]
     for pk in failed_stale:
         _fail_if(pk, TrainingRun.Status.RUNNING,
                  "the worker stopped without finishing this run (its heartbeat stopped: killed or shut down); "
@@ -183,7 +183,7 @@ def sweep() -> dict:
     return {"failed_stale": failed_stale, "requeued": requeued, "failed_queued": failed_queued}
 
 
-def _is_dead(run: TrainingRun, now) -> bool:
+def is_dead(run: TrainingRun, now) -> bool:
     if run.heartbeat_at is None or now - run.heartbeat_at > STALE_AFTER:
         return True
     host, _, pid = run.worker.rpartition(":")

@@ -36,10 +36,15 @@ def weekly_cron(day: str, at: str) -> str:
     return f"{minute} {hour} * * {DAYS[key]}"
 
 
-def set_cron(expression: str) -> Schedule:
+def valid_cron(expression: str) -> str:
     expression = " ".join(expression.split())
     if not croniter.is_valid(expression) or len(expression.split()) != 5:
         raise ScheduleError(f"{expression!r} is not a five-field cron expression (minute hour day month weekday)")
+    return expression
+
+
+def set_cron(expression: str) -> Schedule:
+    expression = valid_cron(expression)
     next_run = croniter(expression, timezone.localtime()).get_next(datetime)
     schedule, _ = Schedule.objects.update_or_create(
         name=NAME, defaults={"func": TASK, "schedule_type": Schedule.CRON, "cron": expression, "repeats": -1, "next_run": next_run},
@@ -50,6 +55,21 @@ def set_cron(expression: str) -> Schedule:
 def turn_off() -> bool:
     deleted, _ = Schedule.objects.filter(name=NAME).delete()
     return bool(deleted)
+
+
+def change(*, user, cron: str | None) -> Schedule | None:
+    """Set the retraining schedule to a cron expression, or turn it off (None); audited.
+    Every door (the Runs page, `schedule_retraining`) comes here."""
+    from audit.services import record
+
+    before = current()
+    old = before.cron if before else None
+    schedule = set_cron(cron) if cron is not None else (turn_off() and None)
+    new = schedule.cron if schedule else None
+    if new != old:
+        record(actor=user, action="schedule.changed", target="retraining schedule",
+               details={"old": in_words(old) if old else "off", "new": in_words(new) if new else "off", "cron": new})
+    return schedule
 
 
 def current() -> Schedule | None:

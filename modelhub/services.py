@@ -50,7 +50,7 @@ def register_version(*, model, schema: DatasetSchema, run: TrainingRun | None, *
                 version.save(update_fields=["sha256"])
         except IntegrityError:
             continue
-        mirrors.write_version(version)
+        mirrors.refresh_after_change(version, deployed=False)
         return version
     raise DeploymentError("could not allocate a version number; another run keeps taking it")
 
@@ -94,7 +94,7 @@ def deploy_version(*, version: ModelVersion, user, reason: str, kind: str, repla
             record(actor=user, action=f"model.{kind}", target=str(version), details={
                 "from": current.version if current else None, "to": version.version, "reason": reason, "run": run.pk if run else None,
             })
-            transaction.on_commit(lambda: mirrors.write_all(*[v for v in (current, version) if v]))
+            transaction.on_commit(lambda: mirrors.refresh_after_change(*[v for v in (current, version) if v]))
     except IntegrityError:
         # The conditional unique constraint: another deployment switched first.
         raise DeploymentError("another deployment happened at the same moment; nothing was changed, try again") from None

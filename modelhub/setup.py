@@ -60,6 +60,7 @@ def _train_first(user) -> ModelVersion:
 def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> ModelVersion:
     """Take an existing fitted classifier as v1.0, after checking it fits the schema."""
     try:
+        # Loading a pickle runs whatever code it holds: the person importing it vouches for the file.
         model = joblib.load(model_file)
     except Exception as exc:
         raise SetupError(f"{model_file} could not be loaded as a joblib/pickle file: {exc}") from None
@@ -94,7 +95,7 @@ def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> 
 def _check_classifier(model, model_file: Path, schema: DatasetSchema) -> None:
     """A fitted scikit-learn binary classifier with predict_proba, whose classes are the target's labels (or 0/1)."""
     name = type(model).__name__
-    if not is_classifier(model) or not hasattr(model, "predict_proba"):
+    if not _is_classifier(model) or not hasattr(model, "predict_proba"):
         raise SetupError(f"{model_file} holds a {name}, which is not a scikit-learn classifier with predict_proba; "
                          "a fitted probabilistic classifier (ideally a Pipeline with its preprocessing) is needed")
     try:
@@ -106,6 +107,13 @@ def _check_classifier(model, model_file: Path, schema: DatasetSchema) -> None:
     if len(classes) != 2 or set(classes) not in accepted:
         raise SetupError(f"the {name} in {model_file} predicts the classes {classes}; it must predict exactly the target's labels "
                          f"({schema.negative_label!r}, {schema.positive_label!r}) or 0/1 with 1 for {schema.positive_label!r}")
+
+
+def _is_classifier(model) -> bool:
+    try:
+        return is_classifier(model)
+    except Exception:  # scikit-learn raises on objects that are not estimators at all (a dict, a string)
+        return False
 
 
 def _undo(schema: DatasetSchema) -> None:

@@ -22,6 +22,9 @@ if ! $PY manage.py shell --no-imports -c 'from ingestion.models import DatasetSc
   $PY manage.py init_cl_system --data demo/telco_initial.csv --target churn --id-column customer_id
 fi
 $PY manage.py ensure_admin
+# Put right what a crash may have left (runs of a killed worker, stale mirror files), make the
+# system schedules, and say how things stand. Unhealthy is normal here: the worker starts below.
+$PY manage.py health --repair | sed 's/^/  /' || true
 
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"

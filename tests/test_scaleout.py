@@ -29,6 +29,7 @@ from ingestion.services import DuplicateUpload, get_data_stats, ingest_path
 from modelhub import artifacts, retraining, services
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 from testing import builders
+from testing.killed import kill_mid_training_then_restart
 from testing.worker import INGEST, RETRAIN_VIA_WEB, Site
 
 pytestmark = pytest.mark.scaleout
@@ -355,3 +356,17 @@ def test_the_real_worker_on_postgresql_with_the_redis_broker(tmp_path, worker_da
         assert done == ("modelhub.tasks.run_queued_retraining", True, f"retraining-{run_id}"), done
         assert one("SELECT count(*) FROM django_q_ormq")[0] == 0
     assert json.loads((home / "models/active/metadata.json").read_text())["version"] == "1.1"
+
+
+def test_a_worker_killed_mid_training_on_postgresql_with_redis_loses_nothing(tmp_path, worker_database, worker_redis):
+    db_name, db_url, pg_params = worker_database
+    redis_url, _ = worker_redis
+    home = tmp_path / "cl_home"
+    home.mkdir()
+    site = Site(home, db_url, secret=SECRET, redis_url=redis_url)
+
+    with closing(psycopg.connect(dbname=db_name, autocommit=True, **pg_params)) as db:
+        outcome = kill_mid_training_then_restart(site, tmp_path / "csv", lambda sql, *args: db.execute(sql, args).fetchone())
+
+    assert outcome["failed_after_seconds"] < 60, outcome
+    assert outcome["active"] == (1, 1) and outcome["batch"] == "merged"

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from testing import builders
+from testing.killed import kill_mid_training_then_restart
 from testing.worker import INGEST, RETRAIN_VIA_WEB, Site, wait_for
 
 pytestmark = pytest.mark.slow  # the real worker, in processes of its own
@@ -139,3 +140,20 @@ def test_the_real_worker_runs_requested_and_scheduled_retrainings(tmp_path):
         assert [r["trigger"] for r in rows.runs()] == ["init", "manual", "schedule", "schedule"]
         assert not rows.query("SELECT id FROM django_q_task WHERE success = 0")
     assert proc.poll() is not None
+
+
+def test_a_worker_killed_mid_training_loses_nothing_and_its_run_is_failed_at_the_next_start(tmp_path):
+    home = tmp_path / "cl_home"
+    home.mkdir()
+    db_file = home / "worker.sqlite3"
+    site = Site(home, f"sqlite:///{db_file}", secret=SECRET, time_zone=afternoon_zone())
+    rows = SQLiteRows(db_file)
+
+    def one(sql, *args):
+        found = rows.query(sql.replace("%s", "?"), *args)
+        return tuple(found[0].values()) if found else None
+
+    outcome = kill_mid_training_then_restart(site, tmp_path / "csv", one)
+
+    assert outcome["failed_after_seconds"] < 60, outcome
+    assert outcome["active"] == (1, 1) and outcome["batch"] == "merged"

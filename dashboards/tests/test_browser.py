@@ -187,7 +187,9 @@ def test_an_ml_engineer_retrains_from_the_runs_page_then_rolls_back(session, use
     expect(page.locator(".msg.success")).to_contain_text(f"Run {run.pk} is queued")
     expect(page.locator('meta[http-equiv="refresh"]')).to_have_count(1)
 
-    # No worker runs in the tests: carry the run out here, as the worker would.
+    # No worker runs in the tests: carry the run out here, as the worker would (on a page that
+    # does not refresh itself meanwhile).
+    page.goto("/data/")
     retraining.execute(run)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.DEPLOYED, (run.reasons, run.error)

@@ -6,7 +6,7 @@ from ingestion.models import DataBatch
 from modelhub.models import Deployment, ModelVersion
 from testing.builders import PASSWORD
 
-PAGES = ["overview", "data", "models", "runs", "deployments", "predict"]
+PAGES = ["overview", "data", "models", "runs", "deployments", "predict", "status"]
 
 
 def login(client, user):

@@ -24,7 +24,8 @@ def test_a_refused_command_exits_1_with_its_reason_on_stderr_in_a_real_process(t
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert done.stdout == ""
-    assert done.stderr.strip() == "CommandError: 'yesterday' is not a date and time like 2026-11-20 14:00"
+    # A fresh CL_HOME: no database tables yet, and the command says what to do about it.
+    assert done.stderr.strip() == "CommandError: the database is not set up: run `manage.py migrate` first (`make run` does it)"
 
 
 def test_every_command_has_help():
@@ -163,3 +164,25 @@ def test_schedule_retraining_sets_shows_and_turns_off_the_one_schedule(fresh_db)
     assert code == 0 and "cron '0 */6 * * *'" in out
     code, out, _ = run_command("schedule_retraining", "--off")
     assert code == 0 and "off" in out and not Schedule.objects.exists()
+
+
+def test_every_command_before_set_up_says_what_to_run_instead_of_a_traceback(fresh_db, tmp_path):
+    csv = tmp_path / "x.csv"
+    csv.write_text("a,b\n1,2\n")
+    for args in (["retrain"], ["rollback"], ["rollback", "--list"], ["data_stats"], ["ingest", str(csv)]):
+        code, out, err = run_command(*args)
+        assert code == 1, args
+        assert "not initialised yet" in err and "init_cl_system" in err, (args, err)
+        assert "Traceback" not in err, args
+
+
+def test_a_closed_pipe_ends_a_listing_quietly(hub, settings):
+    env = {**os.environ, "DJANGO_SECRET_KEY": "x", "CL_HOME": str(settings.CL_HOME),
+           "DATABASE_URL": f"sqlite:///{settings.DATABASES['default']['NAME']}"}
+    # `true` reads nothing and is gone long before Django has started: every write meets a closed pipe.
+    done = subprocess.run(f"{sys.executable} manage.py rollback --list | true", shell=True, cwd=settings.BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stderr == ""
+    done = subprocess.run(f"{sys.executable} manage.py rollback --list | head -n 1", shell=True, cwd=settings.BASE_DIR, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.stdout.startswith("version") and done.stderr == ""

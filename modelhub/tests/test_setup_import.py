@@ -3,6 +3,7 @@ import json
 
 import joblib
 import pytest
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from ingestion.models import DatasetSchema, DataBatch, MasterPartition
@@ -54,6 +55,10 @@ def other_columns(fit):
     return training.build_pipeline(schema, LogisticRegression(max_iter=2000), scale=True).fit(X, fit.y)
 
 
+def not_an_estimator(fit):
+    return {"coefficients": [0.1, 0.2], "note": "a dict saved with joblib"}
+
+
 def other_classes(fit):
     labels = ["leave" if v else "stay" for v in fit.y]
     return training.build_pipeline(fit.schema, LogisticRegression(max_iter=2000), scale=True).fit(fit.X, labels)
@@ -64,8 +69,9 @@ def other_classes(fit):
     (unfitted, "is not fitted"),
     (other_columns, "cannot predict on this schema's columns"),
     (other_classes, r"predicts the classes \['leave', 'stay'\]; it must predict exactly the target's labels"),
+    (not_an_estimator, "holds a dict, which is not a scikit-learn classifier with predict_proba"),
     (None, "could not be loaded as a joblib/pickle file"),
-], ids=["regressor", "unfitted", "other-columns", "other-classes", "not-joblib"])
+], ids=["regressor", "unfitted", "other-columns", "other-classes", "not-an-estimator", "not-joblib"])
 def test_an_unusable_model_is_refused_and_leaves_nothing_behind(make, message, cl_home, demo, fresh_db, demo_fit, tmp_path):
     path = tmp_path / "model.joblib"
     if make is None:
@@ -88,7 +94,7 @@ def test_after_a_refused_import_the_set_up_can_simply_be_run_again(cl_home, demo
     data = demo.write("initial.csv", HUB_ROWS)
     code, out, err = run_command("init_cl_system", "--data", str(data), "--target", "churn", "--id-column", "customer_id",
                                  "--model", str(tmp_path / "unfitted.joblib"))
-    assert code == 1 and out == ""
+    assert code == 1 and "a pickle file runs any code it holds, so this trusts the file" in out
     assert "is not fitted" in err
 
     code, out, err = run_command("init_cl_system", "--data", str(data), "--target", "churn", "--id-column", "customer_id",
@@ -99,3 +105,38 @@ def test_after_a_refused_import_the_set_up_can_simply_be_run_again(cl_home, demo
 
     code, _, err = run_command("init_cl_system", "--data", str(data), "--target", "churn", "--model", str(demo_model_file))
     assert code == 1 and "already initialised" in err
+
+
+def test_a_model_fitted_on_every_initial_row_lets_the_first_good_batch_deploy_and_still_holds_flipped_labels(
+        cl_home, demo, fresh_db, demo_fit, tmp_path):
+    """A team's first step is "import the model we have", usually fitted on all the data it has:
+    its holdout scores are in-sample, so the first comparison uses only rows of later batches."""
+    import pandas as pd
+
+    from ingestion.services import ingest_path
+    from modelhub.models import TrainingRun
+    from modelhub.retraining import retrain_now
+    from testing.builders import DemoData
+
+    frame = DemoData(tmp_path / "all").frame.iloc[HUB_ROWS].replace({"": None})
+    schema = demo_fit.schema
+    fitted_on_all = training.build_pipeline(schema, HistGradientBoostingClassifier(max_iter=300, max_depth=None, random_state=0),
+                                            scale=False).fit(training.features_frame(frame, schema), training.labels(frame, schema))
+    joblib.dump(fitted_on_all, tmp_path / "everything.joblib")
+    v10 = initialise(data=demo.write("initial.csv", HUB_ROWS), target="churn", id_column="customer_id",
+                     model_file=tmp_path / "everything.joblib")
+    assert v10.metrics["accuracy"] > 0.9 and v10.metrics["holdout_may_be_in_sample"] is True  # in-sample, not evidence
+
+    good = ingest_path(demo.write("good.csv", slice(HUB_ROWS.stop, HUB_ROWS.stop + 1500)))
+    run = retrain_now()
+    assert run.status == TrainingRun.Status.DEPLOYED, run.reasons
+    assert "batches newer than the imported model" in run.candidate.validation["compared_on"]
+    good.refresh_from_db()
+    assert good.status == DataBatch.Status.MERGED
+
+    flipped = ingest_path(demo.flipped("flipped.csv", slice(HUB_ROWS.stop + 1500, HUB_ROWS.stop + 2000)))
+    run = retrain_now()
+    assert run.status == TrainingRun.Status.REJECTED and any("suspected label problems" in r for r in run.reasons), run.reasons
+    flipped.refresh_from_db()
+    assert flipped.status == DataBatch.Status.HELD
+    assert pd.notna(run.candidate.metrics["accuracy"])

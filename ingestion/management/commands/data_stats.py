@@ -1,11 +1,10 @@
 import json
 
-from django.core.management.base import BaseCommand
-
+from ingestion.management.base import InitialisedCommand
 from ingestion.services import get_data_stats
 
 
-class Command(BaseCommand):
+class Command(InitialisedCommand):
     help = "Rows in the master dataset, staged, archived, rejected and held files, class balance and per-column summaries."
     # Data only: Django's system checks would import the web views and, through them,
     # scikit-learn, adding a second and ~80 MB to every run (ingest may run from cron).

@@ -1,13 +1,14 @@
 from pathlib import Path
 
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from ingestion.management.base import InitialisedCommand
 from ingestion.models import DataBatch
 from ingestion.services import IngestionError, ingest_path
 
 
-class Command(BaseCommand):
+class Command(InitialisedCommand):
     help = "Stage a CSV file as an upload would; exit 1 with the reasons if it is refused."
     # Data only: Django's system checks would import the web views and, through them,
     # scikit-learn, adding a second and ~80 MB to every run (ingest may run from cron).

@@ -14,9 +14,13 @@ class Command(BaseCommand):
         parser.add_argument("--target", required=True, help="the column to predict (exactly two labels)")
         parser.add_argument("--id-column", default="", help="a column that identifies each row (optional)")
         parser.add_argument("--positive-label", default="", help="which target label is the positive class (default: yes/1/true, else the rarer one)")
-        parser.add_argument("--model", type=Path, help="import this fitted scikit-learn classifier (joblib) as v1.0 instead of training")
+        parser.add_argument("--model", type=Path,
+                            help="import this fitted scikit-learn binary classifier (joblib) as v1.0 instead of training. "
+                                 "Loading a pickle runs any code in it: import only a file you trust.")
 
     def handle(self, *args, **options):
+        if options["model"]:
+            self.stdout.write(f"Loading {options['model']}: a pickle file runs any code it holds, so this trusts the file.")
         try:
             version = initialise(data=options["data"], target=options["target"], id_column=options["id_column"],
                                  positive_label=options["positive_label"], model_file=options["model"])
@@ -28,3 +32,6 @@ class Command(BaseCommand):
             f"holdout accuracy {metrics.get('accuracy', 0):.3f}, AUC {metrics.get('auc') or 0:.3f}; "
             f"{version.training_rows} training rows, {version.holdout_rows} held out."
         ))
+        if version.imported:
+            self.stdout.write("These holdout scores are not evidence: the imported model may have been fitted on those rows. "
+                              "The first retraining compares it only on rows of later batches.")

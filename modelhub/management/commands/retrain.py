@@ -1,7 +1,6 @@
 import time
 
-from django.core.management.base import BaseCommand
-
+from ingestion.management.base import InitialisedCommand
 from modelhub import runs
 from modelhub.models import TrainingRun
 from modelhub.retraining import retrain_now
@@ -10,7 +9,7 @@ EXIT = {TrainingRun.Status.DEPLOYED: 0, TrainingRun.Status.SKIPPED: 0, TrainingR
 WAIT_SECONDS = 1
 
 
-class Command(BaseCommand):
+class Command(InitialisedCommand):
     help = ("Run the retraining pipeline now (or wait for the one already running). "
             "Exit 0 deployed or skipped (no new data), 3 rejected, 1 failed.")
 

@@ -1,12 +1,13 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from ingestion.management.base import InitialisedCommand
 from modelhub import services
 from modelhub.models import Deployment, ModelVersion
 
 
-class Command(BaseCommand):
+class Command(InitialisedCommand):
     help = "Roll back to the previous model version, or to --version X.Y; --list shows the history."
 
     def create_parser(self, prog_name, subcommand, **kwargs):

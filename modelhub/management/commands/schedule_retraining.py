@@ -17,13 +17,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             if options["daily"]:
-                schedule.set_cron(schedule.daily_cron(options["daily"]))
+                schedule.change(user=None, cron=schedule.daily_cron(options["daily"]))
             elif options["weekly"]:
-                schedule.set_cron(schedule.weekly_cron(*options["weekly"]))
+                schedule.change(user=None, cron=schedule.weekly_cron(*options["weekly"]))
             elif options["cron"]:
-                schedule.set_cron(options["cron"])
+                schedule.change(user=None, cron=options["cron"])
             elif options["off"]:
-                schedule.turn_off()
+                schedule.change(user=None, cron=None)
         except schedule.ScheduleError as exc:
             raise CommandError(str(exc)) from None
         self.stdout.write(schedule.describe())
