@@ -10,7 +10,8 @@ class AuditEventAdmin(ReadOnlyAdmin):
     """The audit log is append-only."""
 
     list_display = ["created_at", "actor", "action", "target"]
-    list_filter = ["action"]
-    search_fields = ["target", "actor__username"]
+    list_filter = ["action", ("actor", admin.RelatedOnlyFieldListFilter), "created_at"]
+    date_hierarchy = "created_at"
+    search_fields = ["target", "actor__username", "action"]
     list_select_related = ["actor"]
     readonly_fields = ["created_at", "actor", "action", "target", "details"]

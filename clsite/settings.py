@@ -4,6 +4,8 @@ Every variable has a safe default for a single machine (SQLite + django-q2's ORM
 under CL_HOME); a bad value stops start-up with a message naming the variable.
 """
 import os
+import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -20,6 +22,16 @@ def envbool(name: str, default: str) -> bool:
     if value in ("0", "false", "no", "off", ""):
         return False
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
+
+
+def development_secret_key(home: Path) -> str:
+    """The key kept in CL_HOME/secret_key (owner-only), made on first use, as `make run` does."""
+    path = home / "secret_key"
+    if not path.exists() or not path.read_text().strip():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            fh.write(secrets.token_urlsafe(50) + "\n")
+    return path.read_text().strip()
 
 
 def envint(name: str, default: str) -> int:
@@ -43,7 +55,7 @@ if not SECRET_KEY:
             "DJANGO_SECRET_KEY is not set. `make run` makes one under CL_HOME; "
             "in production set it in the environment (or DJANGO_DEBUG=true for development)."
         )
-    SECRET_KEY = "development-only-key-never-used-when-debug-is-off"
+    SECRET_KEY = development_secret_key(CL_HOME)
 
 ALLOWED_HOSTS = [h.strip() for h in os.getenv("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost").split(",") if h.strip()]
 CSRF_TRUSTED_ORIGINS = [h.strip() for h in os.getenv("DJANGO_CSRF_TRUSTED_ORIGINS", "").split(",") if h.strip()]
@@ -56,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_q",
+    "axes",
     "audit",
     "ingestion",
     "modelhub",
@@ -73,6 +86,15 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lock-out page.
+    "axes.middleware.AxesMiddleware",
+]
+
+AUTHENTICATION_BACKENDS = [
+    # First, so a locked-out user or address is refused before the password is even checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
 ]
 
 ROOT_URLCONF = "clsite.urls"
@@ -111,9 +133,57 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator", "OPTIONS": {"min_length": 10}},
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# Login throttling (django-axes): this many failures for a username, or from an address, lock
+# further attempts (site, admin and API logins) for CL_LOGIN_LOCKOUT_MINUTES; an admin can
+# unlock sooner (admin → Axes → Access attempts: delete).
+AXES_FAILURE_LIMIT = envint("CL_LOGIN_FAILURE_LIMIT", "5")
+AXES_COOLOFF_TIME = timedelta(minutes=envint("CL_LOGIN_LOCKOUT_MINUTES", "15"))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+AXES_CLIENT_IP_CALLABLE = "clsite.security.client_ip"
+# Behind a TLS-terminating proxy, the address the proxy puts last in X-Forwarded-For is the client's.
+CL_PROXY_COUNT = envint("CL_PROXY_COUNT", "0")
+
+# HTTPS: on behind a TLS proxy or with TLS of our own. Then `check --deploy` is clean.
+HTTPS = envbool("DJANGO_HTTPS", "false")
+if HTTPS:
+    SECURE_SSL_REDIRECT = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_HSTS_SECONDS = envint("DJANGO_HSTS_SECONDS", str(365 * 24 * 3600))
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", "true")
+    SECURE_HSTS_PRELOAD = envbool("DJANGO_HSTS_PRELOAD", "true")  # the header only; submitting the domain is a separate act
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    if CL_PROXY_COUNT == 0:
+        CL_PROXY_COUNT = 1
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = envint("CL_SESSION_HOURS", "12") * 3600
+X_FRAME_OPTIONS = "DENY"
+
+# Content-Security-Policy: our own scripts and styles only (charts are drawn by static/js/charts.js
+# from JSON data blocks, so no inline script runs). plotly sets styles on its own elements.
+from csp.constants import NONE, SELF  # noqa: E402
+
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF, "'unsafe-inline'"],
+        "img-src": [SELF, "data:"],
+        "font-src": [SELF],
+        "connect-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "overview"
 LOGOUT_REDIRECT_URL = "login"
@@ -131,12 +201,17 @@ STATICFILES_DIRS = [BASE_DIR / "static", ("plotly", str(Path(plotly.__file__).pa
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
 
-# Uploads over 2.5 MB go to a temporary file in chunks, never whole into memory;
-# ingestion.uploads enforces CL_UPLOAD_MAX_BYTES while they stream.
-FILE_UPLOAD_MAX_MEMORY_SIZE = 2_621_440
+# Uploads go to a temporary file in chunks, never whole into memory, and only for a user allowed
+# to upload there: ingestion.uploads.GuardedUploadHandler refuses anyone else before the body is
+# read, takes one file per request and stops a file past CL_UPLOAD_MAX_BYTES as it streams.
+FILE_UPLOAD_MAX_MEMORY_SIZE = 0
 FILE_UPLOAD_TEMP_DIR = str(CL_HOME / "tmp")
-FILE_UPLOAD_HANDLERS = ["ingestion.uploads.LimitedTemporaryFileUploadHandler"]
+FILE_UPLOAD_HANDLERS = ["ingestion.uploads.GuardedUploadHandler"]
+FILE_UPLOAD_PERMISSIONS = 0o600
 CL_UPLOAD_MAX_BYTES = envint("CL_UPLOAD_MAX_BYTES", str(1024**3))
+# A request's body beyond its one file: the form's fields and the multipart framing.
+CL_REQUEST_OVERHEAD_BYTES = 1 << 20
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 # Share of rows held out for evaluation, chosen by a hash of each row's id (or content).
 CL_HOLDOUT_PERCENT = envint("CL_HOLDOUT_PERCENT", "20")
 # The longest a retraining (or any worker task) may take: django-q2 stops it after this, and

@@ -1,8 +1,9 @@
 """Settings for the test suite: the real settings, a throw-away CL_HOME and a fast password hasher."""
 import os
+import secrets
 import tempfile
 
-os.environ.setdefault("DJANGO_SECRET_KEY", "test-suite-only")
+os.environ.setdefault("DJANGO_SECRET_KEY", secrets.token_urlsafe(50))
 os.environ.setdefault("CL_HOME", tempfile.mkdtemp(prefix="cl-test-home-"))
 
 from .settings import *  # noqa: E402,F403

@@ -1,5 +1,4 @@
 """Thin views: an access check, a form, one service call, then redirect or render."""
-import csv
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
@@ -9,12 +8,14 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from clsite import exports
 from ingestion import services as ingestion
 from ingestion.models import DatasetSchema, DataBatch
+from ingestion.uploads import accepts_upload
 from modelhub import schedule, serving, services
+from modelhub.models import Deployment, ModelVersion, TrainingRun
 from modelhub.runs import request_retraining
 from ops import alerts, health, retention
-from modelhub.models import Deployment, ModelVersion, TrainingRun
 
 from . import charts, selectors
 from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RetrainForm, ScheduleForm, UploadForm
@@ -49,13 +50,14 @@ def data(request):
     })
 
 
+@accepts_upload("ingestion.upload_data")
 @upload_required
 def upload(request):
     form = UploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST":
-        if getattr(request, "upload_too_large", False):
+        if getattr(request, "upload_refused", None):
             form = UploadForm()
-            form.add_error(None, f"The file is over the upload limit of {selectors.upload_limit()}; split it into smaller files.")
+            messages.error(request, request.upload_refused)
         elif form.is_valid():
             uploaded = form.cleaned_data["file"]
             try:
@@ -83,7 +85,7 @@ def template_csv(request):
         raise Http404("no schema yet")
     response = HttpResponse(content_type="text/csv")
     response["Content-Disposition"] = 'attachment; filename="template.csv"'
-    csv.writer(response).writerow(schema.columns)
+    exports.write_rows(response, [schema.columns])
     return response
 
 
@@ -203,17 +205,21 @@ def predict(request):
     })
 
 
+@accepts_upload("modelhub.batch_predict")
 @require_POST
 @batch_predict_required
 def predict_batch(request):
     form = BatchPredictForm(request.POST, request.FILES)
+    if getattr(request, "upload_refused", None):
+        messages.error(request, request.upload_refused)
+        return redirect("predict")
     if not form.is_valid():
         messages.error(request, "Choose a CSV file to score.")
         return redirect("predict")
     uploaded = form.cleaned_data["file"]
     try:
-        version, output = serving.predict_csv(uploaded.temporary_file_path() if hasattr(uploaded, "temporary_file_path") else uploaded)
-    except (serving.PredictionError, serving.NoActiveModel) as exc:
+        version, output = serving.predict_csv(uploaded.temporary_file_path())
+    except (serving.PredictionError, serving.NoActiveModel, services.artifacts.ArtifactError) as exc:
         messages.error(request, f"{uploaded.name}: {exc}")
         return redirect("predict")
     name = uploaded.name.rsplit(".", 1)[0] + f"_predictions_v{version.version}.csv"

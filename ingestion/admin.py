@@ -1,4 +1,6 @@
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
+from django.template.response import TemplateResponse
 
 from clsite.admin_base import ReadOnlyAdmin
 
@@ -29,13 +31,21 @@ class DataBatchAdmin(ReadOnlyAdmin):
 
     @admin.action(permissions=["manage"], description="Discard held or rejected batches")
     def discard_batches(self, request, queryset):
-        self._each(request, queryset, services.discard_batch, "discarded")
+        """Destructive, so asked first on a page of its own, as Django's own delete does."""
+        if request.POST.get("post") == "yes":
+            self._each(request, queryset, services.discard_batch, "discarded", reason=request.POST.get("reason", ""))
+            return None
+        context = {
+            **self.admin_site.each_context(request), "title": f"Discard {queryset.count()} batch(es)?", "queryset": queryset,
+            "opts": self.model._meta, "action_checkbox_name": helpers.ACTION_CHECKBOX_NAME,
+        }
+        return TemplateResponse(request, "admin/ingestion/databatch/discard_confirmation.html", context)
 
-    def _each(self, request, queryset, service, verb: str) -> None:
+    def _each(self, request, queryset, service, verb: str, reason: str = "") -> None:
         done = 0
         for batch in queryset:
             try:
-                service(batch=batch, user=request.user, reason=f"{verb} in the admin")
+                service(batch=batch, user=request.user, reason=reason.strip() or f"{verb} in the admin")
                 done += 1
             except services.BatchStateError as exc:
                 self.message_user(request, str(exc), messages.WARNING)

@@ -7,6 +7,7 @@ from typing import BinaryIO, Callable
 
 from django.conf import settings
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
+from django.urls import Resolver404, resolve
 
 from clsite import home
 
@@ -27,10 +28,42 @@ def human_bytes(n: float) -> str:
     return f"{n} GB"
 
 
-class LimitedTemporaryFileUploadHandler(TemporaryFileUploadHandler):
-    """Django's temporary-file handler, stopping the upload once it passes CL_UPLOAD_MAX_BYTES."""
+def accepts_upload(permission: str):
+    """Mark a view as one that takes an uploaded file, from users with `permission` only."""
+    def mark(view):
+        view.upload_permission = permission
+        return view
+    return mark
+
+
+class GuardedUploadHandler(TemporaryFileUploadHandler):
+    """Django's temporary-file handler, guarded so that nothing is written for a request that
+    will be refused anyway.
+
+    Decided before the body is read, from the user and the page: a file sent to a page that
+    takes none, or by someone anonymous or without that page's upload permission, is never
+    written, and the connection is dropped at its first byte (the form fields before it are read
+    as usual, so the CSRF and login checks refuse the request as they would any other). While an
+    allowed upload is read: one file per request, and a file (or a whole request) past
+    CL_UPLOAD_MAX_BYTES stops being written and the rest of the body is dropped; the view says
+    why (request.upload_refused). Django deletes a temporary file when the request ends.
+    """
+
+    def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
+        self.files = 0
+        self.allowed = self._allowed()
+        if not self.allowed:
+            self.request.upload_refused = "This page takes no file from you."
+        elif content_length > settings.CL_UPLOAD_MAX_BYTES + settings.CL_REQUEST_OVERHEAD_BYTES:
+            self.request.upload_refused = too_large_message()
 
     def new_file(self, *args, **kwargs):
+        self.files += 1
+        if self.files > 1:
+            self.request.upload_refused = "Send one file per upload."
+        if getattr(self.request, "upload_refused", None):
+            # Allowed users get the page that says why; anyone else gets nothing more read.
+            raise StopUpload(connection_reset=not self.allowed)
         home.path("tmp").mkdir(parents=True, exist_ok=True)
         self.received = 0
         super().new_file(*args, **kwargs)
@@ -38,9 +71,22 @@ class LimitedTemporaryFileUploadHandler(TemporaryFileUploadHandler):
     def receive_data_chunk(self, raw_data, start):
         self.received += len(raw_data)
         if self.received > settings.CL_UPLOAD_MAX_BYTES:
-            self.request.upload_too_large = True
+            self.request.upload_refused = too_large_message()
             raise StopUpload(connection_reset=False)
         return super().receive_data_chunk(raw_data, start)
+
+    def _allowed(self) -> bool:
+        try:
+            view = resolve(self.request.path_info).func
+        except Resolver404:
+            return False
+        permission = getattr(view, "upload_permission", None)
+        user = getattr(self.request, "user", None)
+        return bool(permission and user is not None and user.is_authenticated and user.has_perm(permission))
+
+
+def too_large_message() -> str:
+    return f"The file is over the upload limit of {human_bytes(settings.CL_UPLOAD_MAX_BYTES)}; split it into smaller files."
 
 
 def new_upload_path() -> Path:

@@ -15,7 +15,7 @@ PERMISSIONS = {
     ML_ENGINEER: _VIEW + [
         "ingestion.upload_data", "modelhub.batch_predict", "modelhub.retrain_model", "modelhub.deploy_modelversion",
         "modelhub.view_validationpolicy", "modelhub.change_validationpolicy", "ingestion.manage_batches",
-        "ingestion.view_masterpartition", "audit.view_auditevent",
+        "ingestion.view_masterpartition", "audit.view_auditevent", "ops.view_alert",
     ],
 }
 # ML engineers use the admin (rollback action, validation policy), so their accounts are staff.
@@ -36,18 +36,30 @@ def ensure_roles() -> dict[str, Group]:
     return groups
 
 
-def assign_role(user, role: str) -> None:
+ROLES = [*PERMISSIONS, "Admin"]
+
+
+def assign_role(user, role: str, *, actor=None) -> None:
+    """Give `user` exactly one role (or none: ""), audited when it changes; every door (add_user,
+    the admin's user page) comes here."""
+    from audit.services import record
+
+    if role and role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose one of {', '.join(ROLES)}")
+    before = role_of(user) if user.pk else ""
+    groups = ensure_roles()
+    if user.pk is None:
+        user.save()
     if role == "Admin":
         user.is_staff = user.is_superuser = True
         user.groups.clear()
     else:
-        groups = ensure_roles()
-        if role not in groups:
-            raise ValueError(f"unknown role {role!r}; choose one of {', '.join([*PERMISSIONS, 'Admin'])}")
-        user.groups.set([groups[role]])
+        user.groups.set([groups[role]] if role else [])
         user.is_staff = role in STAFF_ROLES
         user.is_superuser = False
     user.save()
+    if before != role:
+        record(actor=actor, action="user.role_changed", target=user.get_username(), details={"old": before or "none", "new": role or "none"})
 
 
 def role_of(user) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clsite import home
+from clsite import exports, home
 from ingestion import csvio
 
 from . import artifacts, training
@@ -93,7 +93,7 @@ def _score_file(path: Path, version: ModelVersion) -> Path:
                 current, scored = predict(chunk.replace({"": None}))
                 if current.pk != version.pk:
                     raise PredictionError("the active model changed while scoring; run it again")
-                scored.to_csv(fh, index=False, header=number == 0)
+                exports.safe_frame(scored).to_csv(fh, index=False, header=number == 0)
     except (ValueError, UnicodeDecodeError) as exc:
         Path(out).unlink(missing_ok=True)
         if isinstance(exc, PredictionError):

@@ -283,3 +283,33 @@ def test_a_viewer_has_no_upload_button_and_is_refused_the_upload_page(session):
     expect(page.locator("button:has-text('Retrain now')")).to_have_count(0)
     page.goto("/models/1.0/")
     expect(page.locator("textarea[name=reason]")).to_have_count(0)
+
+
+CSP_WATCH = """() => {
+  window.cspViolations = [];
+  document.addEventListener("securitypolicyviolation", e => window.cspViolations.push(`${e.violatedDirective} ${e.blockedURI}`));
+}"""
+
+
+def test_no_page_breaks_the_content_security_policy_and_charts_still_render(session, demo):
+    from modelhub import retraining
+
+    stage(demo, "new.csv", slice(2000, 2400))
+    assert retraining.retrain_now().status == "deployed"
+    s = session("admin")
+    page = s.page
+    console = []
+    page.on("console", lambda message: console.append(message.text) if message.type in ("error", "warning") else None)
+    page.add_init_script(CSP_WATCH.replace("() => {", "").rstrip("}"))
+    pages = ["/", "/data/", "/data/upload/", "/models/", "/models/1.0/", "/models/1.1/", "/runs/", "/deployments/",
+             "/predict/", "/status/", "/admin/", "/admin/modelhub/modelversion/", "/admin/audit/auditevent/"]
+    for url in pages:
+        response = page.goto(url)
+        assert response.status == 200, url
+        assert "script-src 'self'" in response.headers["content-security-policy"], url
+        page.wait_for_load_state("load")
+        assert page.evaluate("() => window.cspViolations") == [], url
+    page.goto("/models/1.1/")
+    expect(page.locator("div.plotly-graph-div svg").first).to_be_attached()
+    assert page.locator("div.plotly-graph-div .main-svg").count() >= 3
+    assert not [text for text in console if "Content Security Policy" in text or "Refused to" in text], console

@@ -10,7 +10,9 @@ PAGES = ["overview", "data", "models", "runs", "deployments", "predict", "status
 
 
 def login(client, user):
-    assert client.login(username=user.username, password=PASSWORD)
+    # Through the real login page, as a person would (django-axes watches it).
+    response = client.post(reverse("login"), {"username": user.username, "password": PASSWORD})
+    assert response.status_code == 302, response.content[:500]
     return client
 
 
@@ -183,10 +185,15 @@ def test_held_batches_are_released_on_the_data_page_and_discarded_in_the_admin(c
     assert AuditEvent.objects.filter(action="data.released", actor=users["engineer"]).exists()
 
     assert retrain_rejects_again()
-    client.post(reverse("admin:ingestion_databatch_changelist"),
-                {"action": "discard_batches", "_selected_action": [held.pk]})
+    # Destructive: the action first asks, on a page of its own, and only a confirmed post discards.
+    page = client.post(reverse("admin:ingestion_databatch_changelist"), {"action": "discard_batches", "_selected_action": [held.pk]})
+    assert b"Yes, discard" in page.content and b"flipped.csv" in page.content
     held.refresh_from_db()
-    assert held.status == DataBatch.Status.DISCARDED
+    assert held.status == DataBatch.Status.HELD
+    client.post(reverse("admin:ingestion_databatch_changelist"),
+                {"action": "discard_batches", "_selected_action": [held.pk], "post": "yes", "reason": "labels are wrong"})
+    held.refresh_from_db()
+    assert held.status == DataBatch.Status.DISCARDED and held.note == "labels are wrong"
     assert AuditEvent.objects.filter(action="data.discarded", actor=users["engineer"]).exists()
 
 

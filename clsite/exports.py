@@ -1,0 +1,33 @@
+"""CSV files the site hands out, safe to open in a spreadsheet.
+
+A text cell beginning with =, +, -, @, a tab or a carriage return is a formula to Excel,
+LibreOffice and Google Sheets (=HYPERLINK(...) would come back live); such cells get a leading
+apostrophe, which the spreadsheet shows as plain text. Numbers are never touched.
+"""
+import csv
+from typing import Any, Iterable
+
+import pandas as pd
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def safe_cell(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def write_rows(fh, rows: Iterable[Iterable[Any]]) -> None:
+    writer = csv.writer(fh)
+    for row in rows:
+        writer.writerow([safe_cell(value) for value in row])
+
+
+def safe_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with its text cells (and column names) made safe; number columns as they are."""
+    safe = frame.rename(columns=safe_cell)
+    for column in safe.columns:
+        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
+            safe[column] = safe[column].map(safe_cell)
+    return safe
