@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CL_HOME ?= $(CURDIR)/var
 export CL_HOME
 
-.PHONY: run test test-quick test-scaleout bench install browser clean
+.PHONY: run test test-quick test-scaleout bench bench-families install browser clean
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,11 @@ test-scaleout: install
 bench: install
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/replay.py
+
+# The model-family comparison (nested cross-validation, 6-8 minutes).
+bench-families: install
+	$(BIN)/python bench/families.py
 
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)

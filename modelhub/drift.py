@@ -6,6 +6,13 @@ text, new categories and missing values counted as their own bins) and a signifi
 sample size, as the careful drift tools choose: when either side is small, PSI is mostly
 noise and the p-value test decides, with a Benjamini-Hochberg correction across features;
 when both sides are large every p-value is tiny, and the PSI distance decides.
+
+Drift is a change in who the rows describe; a broken column is a change in how they are
+recorded. A feature that holds one value in every new row (a constant, or all missing) while
+the reference varies is reported as broken when the reference would give that many identical
+rows with a chance below BROKEN_CHANCE: an export that fills a column with a default, a join
+that lost its right side. One broken column is one drifted feature among many to the drift
+share, so the gates look at broken features on their own.
 """
 import numpy as np
 import pandas as pd
@@ -14,6 +21,12 @@ from scipy import stats
 BINS = 10
 EPSILON = 1e-4  # stands in for an empty bin, so PSI stays finite
 SMALL_SAMPLE = 1000
+MISSING = "(missing)"
+# A column is broken when the new rows all hold one value that the reference would repeat that
+# many times with a chance below this (the sum over its values of share ** rows); and never on
+# fewer new rows than BROKEN_MIN_ROWS.
+BROKEN_CHANCE = 1e-6
+BROKEN_MIN_ROWS = 20
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -47,6 +60,22 @@ def categorical_counts(reference: pd.Series, current: pd.Series) -> tuple[np.nda
     return ref_counts, cur_counts, categories
 
 
+def broken(reference: pd.Series, current: pd.Series) -> str | None:
+    """Why the new values look broken rather than drifted (one value in every row), or None."""
+    cur = current.astype(object).where(current.notna(), MISSING)
+    if len(cur) < BROKEN_MIN_ROWS or len(reference) == 0 or cur.nunique() != 1:
+        return None
+    shares = reference.astype(object).where(reference.notna(), MISSING).value_counts(normalize=True).to_numpy(float)
+    # The chance that len(cur) rows drawn from the reference all hold one value, whichever it is.
+    chance = float(np.sum(np.exp(len(cur) * np.log(shares))))
+    if chance >= BROKEN_CHANCE:
+        return None
+    value = cur.iloc[0]
+    what = "is missing" if value == MISSING else f"is {value!r}"
+    return (f"every one of the {len(cur):,} new values {what}, while the reference has {len(shares):,} distinct values "
+            f"(chance of that {chance:.1e})")
+
+
 def feature_drift(reference: pd.Series, current: pd.Series, kind: str) -> dict:
     if kind == "numeric":
         ref_counts, cur_counts, bins = numeric_counts(reference, current)
@@ -70,6 +99,7 @@ def feature_drift(reference: pd.Series, current: pd.Series, kind: str) -> dict:
         "bins": [str(b) for b in bins][:50],
         "reference_share": _shares(ref_counts),
         "current_share": _shares(cur_counts),
+        "broken": broken(reference, current),
     }
 
 
@@ -103,22 +133,25 @@ def benjamini_hochberg(p_values: list[float]) -> list[float]:
 
 def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, schema, *, psi_threshold: float, p_threshold: float,
                   reference_labels: np.ndarray, current_labels: np.ndarray) -> dict:
-    """Per-feature drift, the share of drifted features, and the change in the positive rate."""
+    """Per-feature drift, the share of drifted features, broken features, and the change in the positive rate."""
     if reference.empty or current.empty:
-        return {"share": 0.0, "features": {}, "drifted": [], "note": "no new rows or no reference rows to compare"}
+        return {"share": 0.0, "features": {}, "drifted": [], "broken": {}, "note": "no new rows or no reference rows to compare"}
     features = {f["name"]: feature_drift(reference[f["name"]], current[f["name"]], f["kind"]) for f in schema.features}
     small = min(len(reference), len(current)) < SMALL_SAMPLE
     adjusted = benjamini_hochberg([r["p_value"] for r in features.values()])
     for (name, result), p_adj in zip(features.items(), adjusted):
         result["p_value_adjusted"] = p_adj
         result["decided_by"] = "p-value" if small else "psi"
+        # A broken column has drifted too, however few rows decide.
         result["drifted"] = bool(p_adj < p_threshold) if small else bool(result["psi"] > psi_threshold)
+        result["drifted"] = result["drifted"] or result["broken"] is not None
     drifted = [name for name, result in features.items() if result["drifted"]]
     ref_rate = float(np.mean(reference_labels)) if len(reference_labels) else 0.0
     cur_rate = float(np.mean(current_labels)) if len(current_labels) else 0.0
     return {
         "share": len(drifted) / len(features),
         "drifted": drifted,
+        "broken": {name: result["broken"] for name, result in features.items() if result["broken"]},
         "features": features,
         "method": "p-value tests with FDR correction (small sample)" if small else f"PSI > {psi_threshold}",
         "reference_rows": int(len(reference)),

@@ -12,7 +12,12 @@ class ValidationPolicy(models.Model):
 
     min_accuracy = models.FloatField(validators=SHARE, default=0.70, help_text="The candidate's holdout accuracy must be at least this.")
     max_accuracy_drop = models.FloatField(validators=SHARE, default=0.05, help_text="Live accuracy minus candidate accuracy, on the same holdout, at most this.")
-    max_drift = models.FloatField(validators=SHARE, default=0.15, help_text="Share of features that drifted, at most this.")
+    max_drift = models.FloatField(
+        validators=SHARE,
+        default=1.0,
+        help_text="Share of features that drifted, at most this. 1 (the default): drift is reported, never a reason to hold "
+        "data by itself; a lower value holds every batch after a lasting shift in the mix, until a person deploys.",
+    )
     psi_threshold = models.FloatField(validators=[MinValueValidator(0.0)], default=0.2, help_text="A feature drifts when its PSI passes this (large samples).")
     drift_p_value = models.FloatField(validators=SHARE, default=0.05, help_text="A feature drifts when its test's FDR-adjusted p-value is below this (small samples).")
     min_auc = models.FloatField(null=True, blank=True, validators=SHARE, help_text="Optional: the candidate's ROC AUC must be at least this.")
@@ -192,3 +197,50 @@ class Deployment(models.Model):
     def __str__(self) -> str:
         source = f"v{self.from_version.version}" if self.from_version_id else "nothing"
         return f"{self.get_kind_display()}: {source} → v{self.to_version.version}"
+
+
+class ScoringJob(models.Model):
+    """A CSV scored by the worker in chunks, with its progress, and its result kept for a while."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Scoring"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+        EXPIRED = "expired", "Expired (result removed)"
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
+    original_name = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField(default=0)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True)
+    version = models.ForeignKey(ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    input_path = models.CharField(max_length=300, blank=True, help_text="Relative to CL_HOME.")
+    result_path = models.CharField(max_length=300, blank=True, help_text="Relative to CL_HOME.")
+    rows_done = models.BigIntegerField(default=0)
+    rows_estimate = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"scoring {self.pk} ({self.original_name})"
+
+    @property
+    def progress(self) -> float:
+        if self.status == self.Status.DONE:
+            return 1.0
+        return min(self.rows_done / self.rows_estimate, 0.99) if self.rows_estimate else 0.0
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.finished_at - self.started_at).total_seconds() if self.finished_at and self.started_at else None
+
+    @property
+    def result_name(self) -> str:
+        stem = self.original_name.rsplit(".", 1)[0] or "scored"
+        return f"{stem}_predictions_v{self.version.version}.csv" if self.version_id else f"{stem}_predictions.csv"

@@ -104,7 +104,8 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
         validation = evaluate_gates(policy, candidate=compared["candidate"] if compared else metrics,
                                     live=compared["live"] if compared else None,
                                     drift_share=drift_report.get("share") if new else None,
-                                    label_check=compared["label_check"] if compared else None)
+                                    label_check=compared["label_check"] if compared else None,
+                                    drift=drift_report if new else None)
         if compared:
             validation.update(comparison=compared["comparison"], label_check=compared["label_check"], live_metrics=compared["live"],
                               compared_on=compared["rows_note"])

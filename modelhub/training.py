@@ -54,9 +54,11 @@ CANDIDATES = (
         HistGradientBoostingClassifier(max_depth=3, learning_rate=0.1, max_iter=150, random_state=0),
         scale=False,
     ),
+    # bench/families.py: on a numeric, imbalanced churn set (MLC) this one beats the best tuned
+    # family's cross-validated AUC; it costs about 3 s more per retraining than the early-stopping one it replaced.
     Candidate(
-        "gradient boosting (31 leaves, rate 0.05)",
-        HistGradientBoostingClassifier(max_leaf_nodes=31, learning_rate=0.05, max_iter=300, early_stopping=True, random_state=0),
+        "gradient boosting (31 leaves, rate 0.1)",
+        HistGradientBoostingClassifier(max_leaf_nodes=31, learning_rate=0.1, max_iter=200, early_stopping=False, random_state=0),
         scale=False,
     ),
 )

@@ -24,8 +24,15 @@ def _at_most(value, threshold) -> bool:
     return value is not None and value <= threshold + TOLERANCE
 
 
-def evaluate_gates(policy, *, candidate: dict, live: dict | None, drift_share: float | None, label_check: dict | None) -> dict:
-    """`candidate` and `live` are evaluation.score() results on the same holdout rows."""
+def evaluate_gates(policy, *, candidate: dict, live: dict | None, drift_share: float | None, label_check: dict | None,
+                   drift: dict | None = None) -> dict:
+    """`candidate` and `live` are evaluation.score() results on the same holdout rows.
+
+    `drift` is the run's drift.dataset_drift() report on the new batches (None without new
+    batches): any broken column in it (one value in every new row, where the reference varies)
+    fails the broken-columns gate, whatever the drift share, since one broken column is a small
+    share of the features but can teach the model a falsehood about every new row.
+    """
     gates = [Gate("min_accuracy", "Accuracy", candidate["accuracy"], policy.min_accuracy, ">=",
                   _at_least(candidate["accuracy"], policy.min_accuracy))]
     if live is not None:
@@ -50,7 +57,12 @@ def evaluate_gates(policy, *, candidate: dict, live: dict | None, drift_share: f
         gates.append(Gate("labels", "Live model's accuracy drop on the new batches", label_check["drop"], policy.max_label_collapse, "<=",
                           _at_most(label_check["drop"], policy.max_label_collapse),
                           note=f"live accuracy {label_check['new_accuracy']:.4f} on {label_check['rows']} new rows "
-                               f"vs {label_check['holdout_accuracy']:.4f} on its holdout"))
+                               f"vs {label_check['holdout_accuracy']:.4f} "
+                               + (f"({label_check['reference']})" if label_check.get("reference") else "on its holdout")))
+    if drift is not None:
+        broken = drift.get("broken") or {}
+        gates.append(Gate("broken_columns", "Broken columns in the new batches", float(len(broken)), 0.0, "<=", not broken,
+                          note="; ".join(f"{name}: {why}" for name, why in broken.items())))
     passed = all(g.passed for g in gates)
     return {"passed": passed, "gates": [asdict(g) for g in gates], "reasons": [describe_failure(g) for g in gates if not g.passed]}
 
@@ -59,5 +71,7 @@ def describe_failure(gate: Gate) -> str:
     if gate.name == "labels":
         return (f"suspected label problems: the live model's accuracy on the new batches fell by {gate.value:.3f} "
                 f"(allowed {gate.threshold:.3f}); a person should check these labels ({gate.note})")
+    if gate.name == "broken_columns":
+        return f"broken columns in the new batches, a person should check the export: {gate.note}"
     value = "n/a" if gate.value is None else f"{gate.value:.4f}"
     return f"{gate.label}: {value} is not {gate.comparison} {gate.threshold:.4f}" + (f" ({gate.note})" if gate.note else "")

@@ -109,7 +109,7 @@ def test_retrain_exits_0_when_deployed_or_skipped_3_when_rejected_1_when_failed(
     assert version.version == "1.1" and not version.imported
     assert [c["name"] for c in version.candidates] == [
         "logistic regression (C=0.1)", "logistic regression (C=1)",
-        "gradient boosting (depth 3, rate 0.1)", "gradient boosting (31 leaves, rate 0.05)"]
+        "gradient boosting (depth 3, rate 0.1)", "gradient boosting (31 leaves, rate 0.1)"]
     assert all(0.5 < c["cv_auc"] <= 1 for c in version.candidates)
     assert [c["name"] for c in version.candidates if c.get("chosen")] == [version.estimator]
     assert set(version.validation["comparison"]["accuracy"]) == {"delta", "low", "high"}

@@ -139,3 +139,34 @@ def test_no_rows_on_one_side_reports_no_drift_instead_of_failing():
     report = dataset(frame(rng, 100), frame(rng, 0))
     assert report["share"] == 0.0 and report["drifted"] == [] and "no new rows" in report["note"]
     assert math.isfinite(drift.feature_drift(pd.Series([1.0, 2.0]), pd.Series([np.nan, np.nan]), "numeric")["psi"])
+
+
+def test_a_column_with_one_value_in_every_new_row_is_broken_when_the_reference_would_almost_never_repeat_it():
+    rng = np.random.default_rng(0)
+    reference = frame(rng, 2000)
+    current = frame(rng, 300)
+    current["moving"] = 0.25  # a plausible value, the export's default in every row
+    current["colour"] = None  # a join that lost its right side
+    report = dataset(reference, current)
+    assert sorted(report["broken"]) == ["colour", "moving"]
+    assert report["broken"]["moving"].startswith("every one of the 300 new values is 0.25, while the reference has 2,000 distinct values")
+    assert "is missing" in report["broken"]["colour"]
+    assert {"moving", "colour"} <= set(report["drifted"])
+    assert report["features"]["steady"]["broken"] is None and report["features"]["plan"]["broken"] is None
+
+
+def test_a_run_of_one_common_value_is_not_broken_on_a_few_rows_but_is_on_many():
+    # "basic" is half the reference: 20 new rows all "basic" happen by chance once in a million draws or so
+    # (2 x 0.5**20 = 1.9e-6, above the 1e-6 line); 40 rows (1.8e-12) do not.
+    reference = pd.Series(["basic", "plus"] * 500, dtype=object)
+    assert drift.broken(reference, pd.Series(["basic"] * 20, dtype=object)) is None
+    assert "is 'basic'" in drift.broken(reference, pd.Series(["basic"] * 40, dtype=object))
+    # Too few rows to say anything, rows that vary, or a reference that is itself constant: never broken.
+    assert drift.broken(pd.Series(np.arange(100.0)), pd.Series([5.0] * (drift.BROKEN_MIN_ROWS - 1))) is None
+    assert drift.broken(pd.Series(np.arange(100.0)), pd.Series([5.0] * 30 + [6.0])) is None
+    assert drift.broken(pd.Series([1.0] * 100), pd.Series([1.0] * 100)) is None
+
+
+def test_no_rows_on_one_side_reports_no_broken_columns():
+    rng = np.random.default_rng(0)
+    assert dataset(frame(rng, 100), frame(rng, 0))["broken"] == {}
