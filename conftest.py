@@ -28,9 +28,12 @@ def _home_settings(home):
 
 
 def _forget_served_model():
+    from django.core.cache import cache
+
     from modelhub import serving
 
     serving.forget()
+    cache.clear()
 
 
 @pytest.fixture

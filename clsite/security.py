@@ -1,5 +1,7 @@
-"""Who is asking, as far as the network lets us know."""
+"""Who is asking, as far as the network lets us know, and what a locked-out client is told."""
 from django.conf import settings
+from django.http import JsonResponse
+from django.shortcuts import render
 
 
 def client_ip(request) -> str:
@@ -9,3 +11,18 @@ def client_ip(request) -> str:
     if settings.CL_PROXY_COUNT and len(hops) >= settings.CL_PROXY_COUNT:
         return hops[-settings.CL_PROXY_COUNT]
     return request.META.get("REMOTE_ADDR", "")
+
+
+def lockout_response(request, original_response=None, credentials=None):
+    """django-axes' answer to a locked-out login: the lock-out page, or JSON for a program."""
+    wait = settings.AXES_COOLOFF_TIME
+    if request.path.startswith("/api/"):
+        response = JsonResponse({"detail": f"too many failed attempts from this address or for this user; "
+                                           f"try again in {round(wait.total_seconds() / 60)} minutes"}, status=429)
+        response["Retry-After"] = str(int(wait.total_seconds()))
+        return response
+    from axes.helpers import get_client_username, get_failure_limit
+
+    context = {"failure_limit": get_failure_limit(request, credentials), "cooloff_timedelta": wait,
+               "username": get_client_username(request, credentials) or ""}
+    return render(request, "registration/lockout.html", context, status=429)

@@ -69,10 +69,12 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_q",
     "axes",
+    "ninja",  # serves the API docs' scripts from our static files, never from a CDN
     "audit",
     "ingestion",
     "modelhub",
     "ops",
+    "api",
     "dashboards",
 ]
 
@@ -146,7 +148,7 @@ AXES_FAILURE_LIMIT = envint("CL_LOGIN_FAILURE_LIMIT", "5")
 AXES_COOLOFF_TIME = timedelta(minutes=envint("CL_LOGIN_LOCKOUT_MINUTES", "15"))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
-AXES_LOCKOUT_TEMPLATE = "registration/lockout.html"
+AXES_LOCKOUT_CALLABLE = "clsite.security.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "clsite.security.client_ip"
 # Behind a TLS-terminating proxy, the address the proxy puts last in X-Forwarded-For is the client's.
 CL_PROXY_COUNT = envint("CL_PROXY_COUNT", "0")
@@ -234,6 +236,7 @@ CL_KEEP_TMP_HOURS = envint("CL_KEEP_TMP_HOURS", "6")
 CL_KEEP_QUARANTINE_DAYS = envint("CL_KEEP_QUARANTINE_DAYS", "30")
 CL_KEEP_ARCHIVE_DAYS = envint("CL_KEEP_ARCHIVE_DAYS", "365")
 CL_KEEP_LOG_MB = envint("CL_KEEP_LOG_MB", "20")
+CL_KEEP_SCORING_HOURS = envint("CL_KEEP_SCORING_HOURS", "24")
 
 # Alert mail: SMTP when EMAIL_HOST is set, else printed on the console of the process that sends it.
 EMAIL_HOST = os.getenv("EMAIL_HOST", "")
@@ -248,8 +251,20 @@ else:
     EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
 DEFAULT_FROM_EMAIL = os.getenv("DEFAULT_FROM_EMAIL", "continuous-learning@localhost")
 
+# How often a serving process asks which version is active (a deployment reaches it within this).
+CL_SERVING_RECHECK_SECONDS = float(envint("CL_SERVING_RECHECK_MS", "1000")) / 1000
+
 # Folds for choosing between candidate estimators by cross-validation.
 CL_CV_FOLDS = envint("CL_CV_FOLDS", "3")
+
+# Shared by every web and worker process: figures built once per change (dashboards.figures).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache",
+        "LOCATION": str(CL_HOME / "cache"),
+        "OPTIONS": {"MAX_ENTRIES": 5000},
+    },
+}
 
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -14,3 +14,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not the in-memory default: concurrent writers then wait on the busy timeout
     # as they do in production, instead of failing at once with "table is locked".
     DATABASES["default"]["TEST"] = {"NAME": str(CL_HOME / "test-db.sqlite3")}  # noqa: F405
+
+# Each test process keeps its own figures; conftest clears them with each fresh CL_HOME.
+CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# Tests deploy and predict in the same breath: ask every time which version is active.
+CL_SERVING_RECHECK_SECONDS = 0.0

@@ -2,11 +2,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
+from api.urls import urls as api_urls
+
 admin.site.site_header = "Continuous learning — administration"
 admin.site.site_title = "Continuous learning"
 
 urlpatterns = [
     path("admin/", admin.site.urls),
+    path("api/v1/", api_urls()),
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("", include("dashboards.urls")),

@@ -6,9 +6,11 @@ from ingestion.uploads import human_bytes
 from modelhub import schedule
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 
-from . import charts
+from . import figures
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "auc", "pr_auc", "brier")
+# What a row of the versions table needs: not the drift, candidates or validation of each.
+VERSION_ROW = ("major", "minor", "status", "estimator", "metrics", "training_rows", "trained_at", "deployed_at")
 
 
 def upload_limit() -> str:
@@ -18,7 +20,6 @@ def upload_limit() -> str:
 def overview() -> dict:
     active = ModelVersion.active()
     last_deployment = Deployment.objects.select_related("user", "from_version").filter(to_version=active).first() if active else None
-    versions = list(ModelVersion.objects.order_by("-major", "-minor")[:30])
     return {
         "active": active,
         "last_deployment": last_deployment,
@@ -27,7 +28,7 @@ def overview() -> dict:
         "last_run": TrainingRun.objects.select_related("candidate").first(),
         "running": TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).first(),
         "schedule": schedule.describe(),
-        "history_chart": charts.history(versions) if len(versions) > 1 else "",
+        "history_chart": figures.history(last=30),
     }
 
 
@@ -40,7 +41,6 @@ def model_page(version: ModelVersion) -> dict:
     for name in METRIC_NAMES:
         if name in metrics:
             rows.append({"name": name, "value": metrics.get(name), "live": live.get(name), "ci": comparison.get(name)})
-    labels = [version.schema.negative_label, version.schema.positive_label]
     return {
         "version": version,
         "metric_rows": rows,
@@ -49,10 +49,7 @@ def model_page(version: ModelVersion) -> dict:
         "drift_rows": sorted((version.drift or {}).get("features", {}).items(), key=lambda item: -item[1]["psi"]),
         "active": ModelVersion.active(),
         "deployments": Deployment.objects.filter(to_version=version).select_related("user", "from_version"),
-        "confusion_chart": charts.confusion(metrics["confusion_matrix"], labels) if metrics.get("confusion_matrix") else "",
-        "curve_chart": charts.curves(metrics, live or None) if metrics.get("roc_curve") else "",
-        "importance_chart": charts.importance(metrics["feature_importance"]) if metrics.get("feature_importance") else "",
-        "drift_chart": charts.drift(version.drift["features"]) if (version.drift or {}).get("features") else "",
+        **figures.for_version(version),
     }
 
 

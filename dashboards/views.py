@@ -1,4 +1,6 @@
 """Thin views: an access check, a form, one service call, then redirect or render."""
+from pathlib import Path
+
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
@@ -8,16 +10,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from clsite import exports
+from clsite import exports, home
 from ingestion import services as ingestion
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.uploads import accepts_upload
-from modelhub import schedule, serving, services
-from modelhub.models import Deployment, ModelVersion, TrainingRun
+from modelhub import schedule, scoring, serving, services
+from modelhub.models import Deployment, ModelVersion, ScoringJob, TrainingRun
 from modelhub.runs import request_retraining
 from ops import alerts, health, retention
 
-from . import charts, selectors
+from . import figures, selectors
 from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RetrainForm, ScheduleForm, UploadForm
 
 view_required = permission_required("modelhub.view_modelversion", raise_exception=True)
@@ -46,7 +48,7 @@ def data(request):
     return render(request, "dashboards/data.html", {
         "page": page, "status": status, "statuses": DataBatch.Status.choices, "stats": stats,
         "schema": DatasetSchema.current(), "cleanup": retention.plan(), "cleanup_next": retention.next_run_words(),
-        "balance_chart": charts.class_balance(stats["class_balance"]) if stats["class_balance"] else "",
+        "balance_chart": figures.class_balance(stats["class_balance"]),
     })
 
 
@@ -115,9 +117,9 @@ def _batch_change(request, pk: int, service, done: str):
 
 @view_required
 def models(request):
-    versions = list(ModelVersion.objects.select_related("run").order_by("-major", "-minor"))
+    versions = ModelVersion.objects.order_by("-major", "-minor").only(*selectors.VERSION_ROW)
     return render(request, "dashboards/models.html", {
-        "versions": versions, "history_chart": charts.history(versions) if versions else "", "active": ModelVersion.active(),
+        "page": Paginator(versions, 25).get_page(request.GET.get("page")), "history_chart": figures.history(),
     })
 
 
@@ -191,17 +193,16 @@ def predict(request):
     if schema is None:
         return render(request, "dashboards/predict.html", {"schema": None})
     form = PredictForm(request.POST or None, schema=schema, **selectors.predict_hints())
-    result = version = None
+    result = None
     if request.method == "POST" and form.is_valid():
-        import pandas as pd
-
         try:
-            version, frame = serving.predict(pd.DataFrame([form.row()]))
-            result = frame.iloc[0].to_dict()
+            loaded, proba = serving.predict_rows([form.row()])
+            result = {"version": loaded.version, "probability": proba[0], "prediction": loaded.labels(proba)[0]}
         except (serving.NoActiveModel, services.artifacts.ArtifactError) as exc:
             messages.error(request, str(exc))
+    jobs = scoring.visible_to(request.user)[:5] if request.user.has_perm("modelhub.batch_predict") else []
     return render(request, "dashboards/predict.html", {
-        "schema": schema, "form": form, "result": result, "version": version, "batch_form": BatchPredictForm(),
+        "schema": schema, "form": form, "result": result, "batch_form": BatchPredictForm(), "jobs": jobs,
     })
 
 
@@ -218,14 +219,24 @@ def predict_batch(request):
         return redirect("predict")
     uploaded = form.cleaned_data["file"]
     try:
-        version, output = serving.predict_csv(uploaded.temporary_file_path())
-    except (serving.PredictionError, serving.NoActiveModel, services.artifacts.ArtifactError) as exc:
+        job = scoring.submit(source=Path(uploaded.temporary_file_path()), original_name=uploaded.name, user=request.user)
+    except (scoring.ScoringError, services.artifacts.ArtifactError) as exc:
         messages.error(request, f"{uploaded.name}: {exc}")
         return redirect("predict")
-    name = uploaded.name.rsplit(".", 1)[0] + f"_predictions_v{version.version}.csv"
-    stream = open(output, "rb")
-    output.unlink()  # the open handle keeps the data until the response is sent; nothing is left behind
-    return FileResponse(stream, as_attachment=True, filename=name, content_type="text/csv")
+    messages.success(request, f"{uploaded.name} is queued for scoring; this page shows its progress.")
+    return redirect("scoring_job", pk=job.pk)
+
+
+@batch_predict_required
+def scoring_job(request, pk: int):
+    job = get_object_or_404(scoring.visible_to(request.user), pk=pk)
+    return render(request, "dashboards/scoring_job.html", {"job": job})
+
+
+@batch_predict_required
+def scoring_result(request, pk: int):
+    job = get_object_or_404(scoring.visible_to(request.user), pk=pk, status=ScoringJob.Status.DONE)
+    return FileResponse(open(home.path(job.result_path), "rb"), as_attachment=True, filename=job.result_name, content_type="text/csv")
 
 
 @view_required

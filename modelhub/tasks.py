@@ -9,3 +9,10 @@ def scheduled_retraining() -> str:
 
 def run_queued_retraining(run_id: int) -> str:
     return execute(TrainingRun.objects.get(pk=run_id)).status
+
+
+def run_scoring_job(job_id: int) -> str:
+    from .models import ScoringJob
+    from .scoring import run
+
+    return run(ScoringJob.objects.get(pk=job_id)).status

@@ -5,6 +5,7 @@ What goes, and when (settings, README "Running it unattended"):
 - temporary files (unfinished uploads, spooled files) after CL_KEEP_TMP_HOURS;
 - the raw file and report of a refused or discarded batch after CL_KEEP_QUARANTINE_DAYS;
 - the raw file of a merged batch after CL_KEEP_ARCHIVE_DAYS (its rows stay in the master);
+- a scoring job's result after CL_KEEP_SCORING_HOURS;
 - logs/retraining.log is rotated once it passes CL_KEEP_LOG_MB.
 Never touched: the master dataset (data/training), staged and held batches, any model
 version's artifact or metadata, the database. A batch's row and report stay in the database;
@@ -23,6 +24,7 @@ from audit.services import record
 from clsite import home
 from ingestion.models import DataBatch
 from ingestion.uploads import human_bytes
+from modelhub.models import ScoringJob
 
 log = logging.getLogger("clsite.ops")
 
@@ -78,6 +80,8 @@ def plan() -> Plan:
                                         merged_at__lt=now - timedelta(days=settings.CL_KEEP_ARCHIVE_DAYS))
     for batch in archived:
         removals.append(_removal(batch.raw_path, f"raw file of a batch merged over {settings.CL_KEEP_ARCHIVE_DAYS} days ago", batch.pk))
+    for job in ScoringJob.objects.filter(expires_at__lt=now).exclude(result_path=""):
+        removals.append(_removal(job.result_path, f"scoring result older than {settings.CL_KEEP_SCORING_HOURS} hours", None))
     log_file = home.path("logs", "retraining.log")
     rotate = log_file.exists() and log_file.stat().st_size > settings.CL_KEEP_LOG_MB * 1024 * 1024
     return Plan([r for r in removals if r is not None], rotate_log=rotate)
@@ -92,6 +96,8 @@ def apply(*, dry_run: bool = False) -> Plan:
         home.path(removal.path).unlink(missing_ok=True)
     emptied = sorted({r.batch for r in todo.removals if r.batch is not None and not r.path.endswith(".report.json")})
     with transaction.atomic():
+        ScoringJob.objects.filter(result_path__in=[r.path for r in todo.removals]).update(
+            status=ScoringJob.Status.EXPIRED, result_path="")
         for batch in DataBatch.objects.filter(pk__in=emptied):
             batch.note = (f"{batch.note} " if batch.note else "") + f"Raw file {batch.raw_path} removed by the retention policy on {timezone.now():%Y-%m-%d}."
             batch.raw_path = ""
@@ -118,7 +124,7 @@ def _temporary(before) -> list[Removal]:
     return removals
 
 
-def _removal(relative: str, why: str, batch: int) -> Removal | None:
+def _removal(relative: str, why: str, batch: int | None) -> Removal | None:
     path = home.path(relative)
     if not path.is_file():
         return None

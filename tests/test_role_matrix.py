@@ -14,9 +14,11 @@ from django.urls import URLResolver, get_resolver
 from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Task
 
+from api.services import create_token
 from audit.models import AuditEvent
+from clsite import home
 from ingestion.models import DatasetSchema, DataBatch, MasterPartition
-from modelhub.models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
+from modelhub.models import Deployment, ModelVersion, ScoringJob, TrainingRun, ValidationPolicy
 from ops.models import Alert
 
 ROLES = ["anonymous", "nobody", "viewer", "analyst", "engineer", "admin"]
@@ -66,10 +68,34 @@ SITE = {
     ("POST", "predict/"): from_role("viewer"),
     ("POST", "predict/batch/"): from_role("analyst"),
     ("GET", "predict/batch/"): post_only(),
+    # A scoring job (the analyst's own) and its result: no one else's, but an admin sees all.
+    ("GET", "predict/jobs/<int:pk>/"): {**from_role("analyst"), "engineer": 404},
+    ("GET", "predict/jobs/<int:pk>/result.csv"): {**from_role("analyst"), "engineer": 404},
     ("GET", "status/"): from_role("viewer"),
     ("POST", "status/schedule/"): from_role("engineer"),
     ("GET", "status/schedule/"): post_only(),
     ("GET", "healthz"): everyone(OK),
+}
+
+# The API: a token per role (anonymous: none). "ok" here is any answer past the token and the
+# permission (a 400 for an empty body included): the decision is who gets that far.
+def api_from(first: str):
+    return {role: 401 if role == "anonymous" else OK if ROLES.index(role) >= ROLES.index(first) else 403 for role in ROLES}
+
+
+API = {
+    ("GET", "api/v1/openapi.json"): api_from("nobody"),
+    ("GET", "api/v1/docs"): {**from_role("nobody"), "nobody": OK},  # for people logged in to the site
+    ("GET", "api/v1/"): everyone(404),  # ninja's root: nothing there
+    ("POST", "api/v1/predict"): api_from("viewer"),
+    ("GET", "api/v1/models"): api_from("viewer"),
+    ("GET", "api/v1/models/<version>"): api_from("viewer"),
+    ("POST", "api/v1/batches"): api_from("analyst"),
+    ("POST", "api/v1/runs"): api_from("engineer"),
+    ("GET", "api/v1/runs/<run_id>"): api_from("viewer"),
+    ("POST", "api/v1/scorings"): api_from("analyst"),
+    ("GET", "api/v1/scorings/<job_id>"): {**api_from("analyst"), "engineer": 404},  # the analyst's own job
+    ("GET", "api/v1/scorings/<job_id>/result"): {**api_from("analyst"), "engineer": 404},
 }
 
 # The admin: nobody without a staff role gets past its login page. For each registered model:
@@ -95,6 +121,7 @@ ADMIN_MODELS = {
     "django_q/success": (False, False, True),
     "django_q/failure": (False, False, True),
     "django_q/ormq": (False, False, True),
+    "api/apitoken": (False, True, False),  # revoked, never deleted: the audit log names them
 }
 ADMIN_PAGES = {
     "admin/": {**STAFF_ONLY, "engineer": OK, "admin": OK},
@@ -144,6 +171,11 @@ def routes():
 def decision(route: str) -> list[tuple[str, dict]]:
     """(method, outcomes) for a route; KeyError when the matrix has no row for it."""
     route = _app_list(route)
+    if route.startswith("api/"):
+        rows = [(method, outcome) for (method, r), outcome in API.items() if r == route]
+        if not rows:
+            raise KeyError(route)
+        return rows
     if not route.startswith("admin/"):
         rows = [(method, outcome) for (method, r), outcome in SITE.items() if r == route]
         if not rows:
@@ -195,8 +227,18 @@ def objects(ready, users):
         "axes/accessfailurelog": AccessFailureLog.objects.create(username="u", ip_address="10.1.1.1", locked_out=False).pk,
         "django_q/schedule": Schedule.objects.first().pk, "django_q/success": task.pk, "django_q/failure": failed.pk,
         "django_q/ormq": OrmQ.objects.create(key="default", payload="x").pk,
-        "batch": batch.pk, "run": TrainingRun.objects.first().pk, "version": "1.0",
+        "api/apitoken": create_token(user=users["analyst"], name="matrix")[0].pk,
+        "batch": batch.pk, "run": TrainingRun.objects.first().pk, "version": "1.0", "job": _done_job(users["analyst"]).pk,
     }
+
+
+def _done_job(owner) -> ScoringJob:
+    job = ScoringJob.objects.create(original_name="m.csv", created_by=owner, status=ScoringJob.Status.DONE,
+                                    result_path="scoring/matrix-result.csv", version=ModelVersion.active())
+    path = home.path(job.result_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("customer_id,probability,prediction\n")
+    return job
 
 
 def url_for(route: str, objects: dict, users) -> str:
@@ -217,33 +259,42 @@ def url_for(route: str, objects: dict, users) -> str:
         }
         if "<path:content_type_id>" in route:
             replacements["<path:object_id>"] = str(objects["batch"])
+    elif route.startswith("api/"):
+        replacements = {"<version>": objects["version"], "<run_id>": str(objects["run"]), "<job_id>": str(objects["job"])}
     else:
-        replacements = {"<int:pk>": str(objects["run"] if route.startswith("runs/") else objects["batch"]),
-                        "<str:version>": objects["version"]}
+        pk = objects["run"] if route.startswith("runs/") else objects["job"] if route.startswith("predict/jobs/") else objects["batch"]
+        replacements = {"<int:pk>": str(pk), "<str:version>": objects["version"]}
     for placeholder, value in replacements.items():
         path = path.replace(placeholder, value)
     return path
 
 
-def outcome_of(response) -> object:
+def outcome_of(response, *, api: bool = False) -> object:
+    if api:
+        return response.status_code if response.status_code in (401, 403, 404, 405) else OK
     if response.status_code in (301, 302):
         return LOGIN if "/login/" in response["Location"] else OK
     return OK if response.status_code == 200 or (response.status_code == 503 and response.json().get("status")) else response.status_code
 
 
 def test_each_role_gets_exactly_its_decision_on_every_route(objects, users):
+    from api import auth
+
+    auth.forget()
     wrong = []
-    clients = {"anonymous": Client()}
+    clients, tokens = {"anonymous": Client()}, {"anonymous": {}}
     for role in ROLES[1:]:
         clients[role] = Client()
-        clients[role].force_login(users[role if role != "engineer" else "engineer"])
+        clients[role].force_login(users[role])
+        tokens[role] = {"HTTP_AUTHORIZATION": f"Bearer {create_token(user=users[role])[1]}"}
     for route in routes():
         for method, outcomes in decision(route):
             url = url_for(route, objects, users)
             for role, expected in outcomes.items():
                 client = clients[role]
-                response = client.get(url) if method == "GET" else client.post(url, {})
-                got = outcome_of(response)
+                headers = tokens[role] if route.startswith("api/") and route != "api/v1/docs" else {}
+                response = client.get(url, **headers) if method == "GET" else client.post(url, {}, **headers)
+                got = outcome_of(response, api=route.startswith("api/") and route != "api/v1/docs")
                 if got != expected:
                     wrong.append(f"{role:<9} {method} {url}: expected {expected}, got {got} ({response.status_code})")
                 if route in ("logout/",) and method == "POST" and role != "anonymous":

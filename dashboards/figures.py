@@ -1,0 +1,60 @@
+"""Figures built once per change of what they show and kept in the shared cache (CACHES), so a
+page view never rebuilds a plotly figure: a version's figures never change once it is trained;
+the history figures change when a version is added or its status changes.
+"""
+from django.core.cache import cache
+from django.db.models import Count, Max, Q
+
+from modelhub.models import ModelVersion
+
+from . import charts
+
+HISTORY_FIELDS = ("major", "minor", "status", "metrics")
+
+
+def history_stamp() -> str:
+    """What the history figures show, in one indexed aggregate: it changes with every new version,
+    rejection, deployment and rollback."""
+    agg = ModelVersion.objects.aggregate(n=Count("pk"), last=Max("pk"), deployed=Max("deployed_at"),
+                                         rejected=Count("pk", filter=Q(status=ModelVersion.Status.REJECTED)))
+    return f"{agg['n']}-{agg['last']}-{agg['rejected']}-{agg['deployed'].timestamp() if agg['deployed'] else 0}"
+
+
+def history(*, last: int | None = None, stamp: str | None = None) -> str:
+    """The metrics-by-version chart of every version (or of the `last` ones); "" with fewer than two."""
+    key = f"figure:history:{stamp or history_stamp()}:{last}"
+    figure = cache.get(key)
+    if figure is None:
+        versions = ModelVersion.objects.order_by("-major", "-minor").only(*HISTORY_FIELDS)
+        versions = list(versions[:last] if last else versions)
+        figure = charts.history(versions) if len(versions) > 1 else ""
+        cache.set(key, figure, timeout=None)
+    return figure
+
+
+def for_version(version: ModelVersion) -> dict:
+    """The version page's figures (confusion matrix, curves, importance, drift)."""
+    key = f"figure:version:{version.pk}:{version.sha256}"
+    figures = cache.get(key)
+    if figures is None:
+        metrics, drift = version.metrics, version.drift or {}
+        live = (version.validation or {}).get("live_metrics") or None
+        labels = [version.schema.negative_label, version.schema.positive_label]
+        figures = {
+            "confusion_chart": charts.confusion(metrics["confusion_matrix"], labels) if metrics.get("confusion_matrix") else "",
+            "curve_chart": charts.curves(metrics, live) if metrics.get("roc_curve") else "",
+            "importance_chart": charts.importance(metrics["feature_importance"]) if metrics.get("feature_importance") else "",
+            "drift_chart": charts.drift(drift["features"]) if drift.get("features") else "",
+        }
+        cache.set(key, figures, timeout=None)
+    return figures
+
+
+def class_balance(balance: dict) -> str:
+    """The master's class balance chart; it changes only when the master does."""
+    key = "figure:balance:" + "-".join(f"{label}={v['rows']}" for label, v in sorted(balance.items()))
+    figure = cache.get(key)
+    if figure is None:
+        figure = charts.class_balance(balance) if balance else ""
+        cache.set(key, figure, timeout=None)
+    return figure

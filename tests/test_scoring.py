@@ -1,0 +1,114 @@
+"""Batch scoring as background work: submitted on the page, scored by the worker in chunks,
+its progress shown, its result downloaded, kept for a while, then removed."""
+import csv
+import io
+from datetime import timedelta
+
+import numpy as np
+import pandas as pd
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from django.utils import timezone
+
+from modelhub import scoring, serving, training
+from modelhub.models import ScoringJob
+from ops import retention
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def upload(client: Client, name: str, body: bytes):
+    return client.post("/predict/batch/", {"file": SimpleUploadedFile(name, body, content_type="text/csv")})
+
+
+def test_a_csv_is_queued_scored_in_chunks_and_its_result_equals_the_pipeline(ready, users, demo, session_home, monkeypatch):
+    monkeypatch.setattr(scoring, "CHUNK_BYTES", 64 << 10)  # several chunks
+    frame = demo.frame.iloc[:3000].drop(columns=["churn"])
+    analyst = client_for(users["analyst"])
+
+    response = upload(analyst, "march.csv", frame.to_csv(index=False).encode())
+
+    job = ScoringJob.objects.get(original_name="march.csv")
+    assert response.status_code == 302 and response["Location"] == f"/predict/jobs/{job.pk}/"
+    assert job.status == ScoringJob.Status.QUEUED and (session_home / job.input_path).is_file()
+    page = analyst.get(f"/predict/jobs/{job.pk}/").content.decode()
+    assert "Waiting for the worker" in page and 'http-equiv="refresh"' in page
+
+    scoring.run(job)  # as the worker does
+
+    job.refresh_from_db()
+    assert job.status == ScoringJob.Status.DONE, job.error
+    assert job.rows_done == 3000 and job.version.version == "1.0" and job.progress == 1.0
+    assert not (session_home / job.input_path).exists() and job.expires_at > timezone.now() + timedelta(hours=23)
+    page = analyst.get(f"/predict/jobs/{job.pk}/").content.decode()
+    assert "3000 rows scored with" in page and "Download march_predictions_v1.0.csv" in page
+    result = analyst.get(f"/predict/jobs/{job.pk}/result.csv")
+    assert result["Content-Disposition"] == 'attachment; filename="march_predictions_v1.0.csv"'
+    rows = list(csv.DictReader(io.StringIO(b"".join(result.streaming_content).decode())))
+    assert [r["customer_id"] for r in rows] == frame["customer_id"].tolist()
+    version, model = serving.active_model()
+    expected = training.positive_proba(model, training.features_frame(frame.replace({"": None}), version.schema))
+    assert np.allclose([float(r["probability"]) for r in rows], expected.round(4), atol=1e-9)
+    assert [r["prediction"] for r in rows] == ["Yes" if p >= 0.5 else "No" for p in expected]
+
+
+def test_a_file_without_the_model_s_columns_is_refused_when_submitted(ready, users, session_home):
+    response = upload(client_for(users["analyst"]), "wrong.csv", b"customer_id,tenure\nA,1\n")
+    assert response.status_code == 302 and response["Location"] == "/predict/"
+    assert not ScoringJob.objects.exists()
+    assert not any((session_home / "tmp").iterdir())
+
+
+def test_a_job_whose_model_file_was_altered_fails_with_the_reason_and_keeps_nothing(ready, users, demo, session_home):
+    upload(client_for(users["analyst"]), "april.csv", demo.frame.iloc[:100].to_csv(index=False).encode())
+    job = ScoringJob.objects.get()
+    artifact = session_home / "models" / "versions" / job.version.artifact
+    original = artifact.read_bytes()
+    try:
+        artifact.write_bytes(original[:-4] + b"XXXX")
+        serving.forget()
+        scoring.run(job)
+    finally:
+        artifact.write_bytes(original)
+        serving.forget()
+    job.refresh_from_db()
+    assert job.status == ScoringJob.Status.FAILED and "has been altered" in job.error
+    assert job.result_path == "" and not any((session_home / "scoring").glob(f"{job.pk:06d}-*"))
+    assert "has been altered" in client_for(users["analyst"]).get(f"/predict/jobs/{job.pk}/").content.decode()
+
+
+def test_a_job_is_seen_only_by_whoever_submitted_it_and_admins(ready, users, demo):
+    upload(client_for(users["analyst"]), "may.csv", demo.frame.iloc[:10].to_csv(index=False).encode())
+    job = ScoringJob.objects.get()
+    scoring.run(job)
+    assert client_for(users["engineer"]).get(f"/predict/jobs/{job.pk}/").status_code == 404
+    assert client_for(users["engineer"]).get(f"/predict/jobs/{job.pk}/result.csv").status_code == 404
+    assert client_for(users["viewer"]).get(f"/predict/jobs/{job.pk}/").status_code == 403
+    assert client_for(users["admin"]).get(f"/predict/jobs/{job.pk}/result.csv").status_code == 200
+
+
+def test_a_result_past_its_keeping_time_is_removed_by_the_clean_up(ready, users, demo, session_home):
+    upload(client_for(users["analyst"]), "june.csv", demo.frame.iloc[:10].to_csv(index=False).encode())
+    job = scoring.run(ScoringJob.objects.get())
+    result = session_home / job.result_path
+    assert result.is_file()
+    ScoringJob.objects.filter(pk=job.pk).update(expires_at=timezone.now() - timedelta(minutes=1))
+
+    retention.apply()
+
+    job.refresh_from_db()
+    assert job.status == ScoringJob.Status.EXPIRED and not result.exists()
+    assert "The result was removed" in client_for(users["analyst"]).get(f"/predict/jobs/{job.pk}/").content.decode()
+
+
+def test_a_job_that_is_not_queued_is_left_alone(ready, users, demo):
+    upload(client_for(users["analyst"]), "july.csv", demo.frame.iloc[:10].to_csv(index=False).encode())
+    job = scoring.run(ScoringJob.objects.get())
+    finished = job.finished_at
+    again = scoring.run(ScoringJob.objects.get(pk=job.pk))
+    assert again.status == ScoringJob.Status.DONE and again.finished_at == finished
+    assert pd.notna(finished)
