@@ -7,19 +7,22 @@ with its batch held, a refused upload, a queued run), serves it with `manage.py 
 free port and photographs the pages with Debian's Chromium (never a downloaded browser) at
 desktop width, plus a few at phone width. PNGs go to bench/out/ (git-ignored).
 """
-import argparse
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# bench/ must not stay first on sys.path: bench/http.py would shadow the standard library's http.
+sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+import urllib.request  # noqa: E402
+
 PY = sys.executable
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -66,9 +69,14 @@ def build_state(home: Path) -> dict:
     from modelhub.runs import request_retraining
 
     queued = request_retraining(user=users["engineer"], trigger=TrainingRun.Trigger.MANUAL, enqueue=False).run
-    from modelhub.models import ModelVersion
+    from modelhub import scoring
+    from modelhub.models import ModelVersion, ScoringJob
 
+    job = scoring.submit(source=demo.write("score.csv", frame=demo.frame.iloc[:500].drop(columns=["churn"])),
+                         original_name="customers_to_score.csv", user=users["analyst"])
+    scoring.run(ScoringJob.objects.get(pk=job.pk))
     return {
+        "job": job.pk,
         "good": good.pk, "held": flipped.pk, "bad": bad.pk, "staged": staged.pk, "deployed_run": deployed.pk,
         "rejected_run": rejected.pk, "queued_run": queued.pk, "v10": ModelVersion.objects.get(major=1, minor=0).pk,
         "rejected_version": rejected.candidate.version if rejected.candidate else None,
@@ -82,12 +90,13 @@ def shoot(base: str, out: Path, ids: dict) -> list[Path]:
 
     shots = []
     plan = {
-        None: [("login", "/login/")],
+        None: [("login", "/login/"), ("healthz", "/healthz")],
         "viewer": [("overview", "/"), ("data", "/data/"), ("models", "/models/"), ("model_v1_0", "/models/1.0/"),
                    ("runs", "/runs/"), ("deployments", "/deployments/"), ("predict", "/predict/"), ("upload_403", "/data/upload/"),
                    ("status", "/status/")],
         "analyst": [("data", "/data/"), ("upload", "/data/upload/"), ("batch_good", f"/data/{ids['good']}/"),
-                    ("batch_bad", f"/data/{ids['bad']}/"), ("predict", "/predict/")],
+                    ("batch_bad", f"/data/{ids['bad']}/"), ("predict", "/predict/"), ("scoring_job", f"/predict/jobs/{ids['job']}/"),
+                    ("api_docs", "/api/v1/docs")],
         "engineer": [("overview", "/"), ("runs", "/runs/"), ("run_deployed", f"/runs/{ids['deployed_run']}/"),
                      ("run_rejected", f"/runs/{ids['rejected_run']}/"), ("run_queued", f"/runs/{ids['queued_run']}/"),
                      ("models", "/models/"), ("model_v1_0", "/models/1.0/"), ("model_v1_1", "/models/1.1/"),
@@ -142,6 +151,17 @@ def shoot(base: str, out: Path, ids: dict) -> list[Path]:
                 page.goto(f"/admin/modelhub/modelversion/{ids['v10']}/rollback/")
                 shots.append(_save(page, out / "engineer_admin_rollback_button_confirmation.png"))
             context.close()
+        # Last, since it locks this address out: the lock-out page after too many wrong passwords.
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, base_url=base)
+        page = context.new_page()
+        for _ in range(5):
+            page.goto("/login/")
+            page.fill("#id_username", "someone")
+            page.fill("#id_password", "wrong password")
+            with page.expect_navigation():
+                page.click("button[type=submit]")
+        shots.append(_save(page, out / "anon_lockout.png"))
+        context.close()
         browser.close()
     return shots
 

@@ -50,7 +50,9 @@ for _folder in ("tmp", "staticfiles"):
 DEBUG = envbool("DJANGO_DEBUG", "false")
 SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG:
+    # The key `make run` keeps in CL_HOME, so its commands work outside it too; a development
+    # set-up makes one there; production must say which key it uses.
+    if not DEBUG and not (CL_HOME / "secret_key").exists():
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set. `make run` makes one under CL_HOME; "
             "in production set it in the environment (or DJANGO_DEBUG=true for development)."

@@ -21,7 +21,7 @@ from modelhub import roles, schedule
 from modelhub.models import TrainingRun
 
 from . import health
-from .models import Alert
+from .models import Alert, WorkerBeat
 
 log = logging.getLogger("clsite.ops")
 
@@ -73,7 +73,10 @@ def current_problems(report: health.Report) -> list[Problem]:
             f"Run {run.pk}'s candidate was rejected:\n{reasons}\n\nThese batches are held until an ML engineer releases or "
             f"discards them, or force-deploys the candidate with a reason: {held}.", _url("run_detail", run.pk)))
     worker = status.get("worker")
-    waiting = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists() or schedule.current() is not None
+    # Runs wait: one is queued, or the schedule is on for a worker that has run before (a fresh
+    # installation whose worker is still starting is no emergency).
+    queued = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists()
+    waiting = queued or (schedule.current() is not None and WorkerBeat.objects.exists())
     if worker and worker.status == health.FAILING and waiting:
         problems.append(Problem("worker-silent", "The worker is not running", f"The worker is {worker.summary}. Queued and scheduled "
                                 f"retrainings wait until it runs again.\n\nWhat to do: {worker.fix}", _url("status")))

@@ -22,16 +22,16 @@ if ! $PY manage.py shell --no-imports -c 'from ingestion.models import DatasetSc
   $PY manage.py init_cl_system --data demo/telco_initial.csv --target churn --id-column customer_id
 fi
 $PY manage.py ensure_admin
-# Put right what a crash may have left (runs of a killed worker, stale mirror files), make the
-# system schedules, and say how things stand. Unhealthy is normal here: the worker starts below.
-$PY manage.py health --repair | sed 's/^/  /' || true
+# Put right what a crash may have left (runs of a killed worker, stale mirror files) and make
+# the system schedules. (Its report would say the worker is not running: it starts below.)
+$PY manage.py health --repair >/dev/null 2>&1 || true
 
 HOST="${HOST:-127.0.0.1}"
 PORT="${PORT:-8000}"
 echo
 echo "  Continuous learning is running at http://$HOST:$PORT/"
 echo "  Log in as: admin    password: $(cat "$CL_HOME/admin_password")   (kept in $CL_HOME/admin_password)"
-echo "  Demo batches to upload: demo/batches/*.csv    Stop with Ctrl-C."
+echo "  Demo batches to upload: demo/batches/*.csv    Health: http://$HOST:$PORT/status/    Stop with Ctrl-C."
 echo
 
 $PY manage.py qcluster &

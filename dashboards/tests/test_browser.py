@@ -301,8 +301,15 @@ def test_no_page_breaks_the_content_security_policy_and_charts_still_render(sess
     console = []
     page.on("console", lambda message: console.append(message.text) if message.type in ("error", "warning") else None)
     page.add_init_script(CSP_WATCH.replace("() => {", "").rstrip("}"))
+    from modelhub import scoring
+    from modelhub.models import ScoringJob
+
+    frame = demo.frame.iloc[:50].drop(columns=["churn"])
+    job = scoring.submit(source=demo.write("score.csv", frame=frame), original_name="score.csv", user=None)
+    scoring.run(ScoringJob.objects.get(pk=job.pk))
     pages = ["/", "/data/", "/data/upload/", "/models/", "/models/1.0/", "/models/1.1/", "/runs/", "/deployments/",
-             "/predict/", "/status/", "/admin/", "/admin/modelhub/modelversion/", "/admin/audit/auditevent/"]
+             "/predict/", f"/predict/jobs/{job.pk}/", "/status/", "/api/v1/docs", "/admin/", "/admin/modelhub/modelversion/",
+             "/admin/audit/auditevent/", "/admin/auth/user/"]
     for url in pages:
         response = page.goto(url)
         assert response.status == 200, url
