@@ -33,9 +33,16 @@ test-scaleout: install
 	REDIS_URL=$${SCALEOUT_REDIS_URL:-redis://127.0.0.1:6379/0} \
 	$(BIN)/python -m pytest -q -m scaleout -p no:cacheprovider
 
+# Every benchmark beside its raw counterpart (bench/README.md; results in bench/results/), about
+# 15 minutes on two cores. wrk (Debian's) loads the HTTP server from a process of its own.
 bench: install
+	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/fastpath.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/scoring.py
+	$(BIN)/python bench/retraining.py
+	$(BIN)/python bench/web.py
 	$(BIN)/python bench/replay.py
 
 # The model-family comparison (nested cross-validation, 6-8 minutes).

@@ -10,21 +10,23 @@ and, once per family, the compile time, 10,000 rows through the Pipeline and thr
 proba_many, and the largest difference from the Pipeline over every holdout row.
 Rows are dicts of text as a CSV upload gives them ("" read as None).
 
-Prints a table and writes bench/results/fastpath.json. Needs no database.
+Writes bench/results/fastpath.json and its section of bench/README.md (--quick: fewer calls,
+writes nothing). Needs no database.
+
+    .venv/bin/python bench/fastpath.py [--quick]
 """
-import datetime
-import json
-import os
-import platform
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-os.environ.update(CL_HOME=tempfile.mkdtemp(prefix="cl-bench-fastpath-"), DJANGO_SECRET_KEY="bench-only",
-                  DJANGO_SETTINGS_MODULE="clsite.settings")
+sys.path.insert(0, str(ROOT))  # the benchmarks import the project and each other as bench.x
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+
+from bench import common  # noqa: E402
+
+common.throwaway_home("fastpath")
 
 import django  # noqa: E402
 
@@ -32,9 +34,6 @@ django.setup()
 
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-import scipy  # noqa: E402
-import sklearn  # noqa: E402
-import threadpoolctl  # noqa: E402
 from django.conf import settings  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
@@ -43,10 +42,9 @@ from modelhub import evaluation, fastpath, training  # noqa: E402
 from modelhub.tests.helpers import schema_like  # noqa: E402
 from testing import builders  # noqa: E402
 
-RESULTS = ROOT / "bench" / "results" / "fastpath.json"
-PIPELINE_CALLS = 200
-FAST_CALLS = 5000
+CALLS = {"pipeline": 200, "fast": 5000}
 BATCH_ROWS = 10_000
+MAX_DIFFERENCE = 1e-9
 
 
 def timings(fn, rows: list, calls: int) -> dict:
@@ -102,9 +100,9 @@ def measure_family(candidate, schema, X, y, rows: list[dict]) -> dict:
         "holdout_rows": len(rows),
         "max_abs_difference_one": float(np.max(np.abs(one - expected))),
         "max_abs_difference_many": float(np.max(np.abs(predictor.proba_many(rows) - expected))),
-        "pipeline": timings(lambda row: through_pipeline([row]), rows, PIPELINE_CALLS),
-        "estimator_on_encoded_row": timings(estimator.predict_proba, encoded, PIPELINE_CALLS * 3),
-        "fast_path": timings(predictor.proba_one, rows, FAST_CALLS),
+        "pipeline": timings(lambda row: through_pipeline([row]), rows, CALLS["pipeline"]),
+        "estimator_on_encoded_row": timings(estimator.predict_proba, encoded, CALLS["pipeline"] * 3),
+        "fast_path": timings(predictor.proba_one, rows, CALLS["fast"]),
         "batch_10000_rows_s": {
             "pipeline": once(lambda: through_pipeline(batch)),
             "proba_many": once(lambda: predictor.proba_many(batch)),
@@ -112,44 +110,56 @@ def measure_family(candidate, schema, X, y, rows: list[dict]) -> dict:
     }
 
 
-def machine() -> dict:
-    return {
-        "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(), "python": platform.python_version(),
-        "load_average_1_5_15": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-    }
+MARKDOWN = """### Fast path (`bench/fastpath.py`)
+
+{header}
+
+{table}
+
+Each family of `training.CANDIDATES` fitted on the {training_rows:,} demo rows the hash does not
+hold out; one row per call (dicts of text, as a CSV gives them) over the {holdout_rows:,} held-out
+rows, in-process, one native thread: the Pipeline (`features_frame` of a one-row DataFrame +
+`positive_proba`), the bare estimator on the already encoded row, and the compiled fast path
+(`Predictor.proba_one`). The largest difference from the Pipeline is over every held-out row,
+one at a time and all at once.
+
+| family | Pipeline p50 / p99 | estimator only p50 | fast path p50 / p99 | compile | 10,000 rows: Pipeline / proba_many |
+| --- | ---: | ---: | ---: | ---: | ---: |
+{rows}"""
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer calls; writes nothing")
+    args = parser.parse_args()
+    if args.quick:
+        CALLS.update(pipeline=50, fast=1000)
+    started = time.perf_counter()
+    meter = common.LoadMeter()
     schema, X, y, rows = load_demo()
     families = []
     with threadpool_limits(limits=1):
         for candidate in training.CANDIDATES:
-            families.append(measure_family(candidate, schema, X, y, rows))
-    report = {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": machine(),
-        "versions": {"numpy": np.__version__, "pandas": pd.__version__, "scikit-learn": sklearn.__version__,
-                     "scipy": scipy.__version__, "threadpoolctl": threadpoolctl.__version__},
-        "threads": 1,
-        "data": {"file": "demo/telco_churn.csv", "training_rows": len(X), "holdout_rows": len(rows)},
-        "families": families,
-    }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"one row, in-process, 1 thread; {len(X)} training rows, {len(rows)} holdout rows;"
-          f" load average {report['machine']['load_average_1_5_15']}")
-    print(f"{'family':<42}{'pipeline p50/p99':>20}{'estimator only':>20}{'fast path p50/p99':>20}{'speed-up':>10}{'max diff':>10}")
+            with meter.phase(candidate.name):
+                families.append(measure_family(candidate, schema, X, y, rows))
+    targets = []
     for f in families:
-        pipe, est, fast = f["pipeline"], f["estimator_on_encoded_row"], f["fast_path"]
-        print(f"{f['family']:<42}{pipe['p50_ms']:>9.2f} /{pipe['p99_ms']:>6.2f} ms{est['p50_ms']:>9.2f} /{est['p99_ms']:>6.2f} ms"
-              f"{fast['p50_ms']:>9.3f} /{fast['p99_ms']:>6.3f} ms{pipe['p50_ms'] / fast['p50_ms']:>9.0f}x"
-              f"{max(f['max_abs_difference_one'], f['max_abs_difference_many']):>10.1e}")
-    print(f"\n{'family':<42}{'compile':>10}{'10,000 rows: pipeline':>24}{'proba_many':>12}")
+        pipe, fast = f["pipeline"], f["fast_path"]
+        difference = max(f["max_abs_difference_one"], f["max_abs_difference_many"])
+        targets.append(common.Target(f"{f['family']}: fast path p50", fast["p50_ms"], "ms", "the Pipeline p50", pipe["p50_ms"],
+                                     fast["p50_ms"] / pipe["p50_ms"], "ours / raw time", f"same probabilities (<= {MAX_DIFFERENCE:g})",
+                                     difference <= MAX_DIFFERENCE, note=f"largest difference {difference:.1e}"))
+    lines = []
     for f in families:
-        b = f["batch_10000_rows_s"]
-        print(f"{f['family']:<42}{f['compile_ms']:>7.0f} ms{b['pipeline']:>22.3f} s{b['proba_many']:>10.3f} s")
-    print(f"\nwritten to {RESULTS.relative_to(ROOT)}")
+        pipe, est, fast, b = f["pipeline"], f["estimator_on_encoded_row"], f["fast_path"], f["batch_10000_rows_s"]
+        lines.append(f"| {f['family']} | {pipe['p50_ms']:.2f} / {pipe['p99_ms']:.2f} ms | {est['p50_ms']:.3f} ms | "
+                     f"{fast['p50_ms']:.3f} / {fast['p99_ms']:.3f} ms | {f['compile_ms']:.0f} ms | {b['pipeline']:.3f} / {b['proba_many']:.3f} s |")
+    markdown = MARKDOWN.format(header="{header}", table=common.targets_markdown(targets), training_rows=len(X), holdout_rows=len(rows),
+                               rows="\n".join(lines))
+    common.write_result("fastpath", started=started, meter=meter, targets=targets, markdown=markdown, quick=args.quick,
+                        details={"threads": 1, "calls": CALLS,
+                                 "data": {"file": "demo/telco_churn.csv", "training_rows": len(X), "holdout_rows": len(rows)},
+                                 "families": families})
 
 
 if __name__ == "__main__":

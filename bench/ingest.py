@@ -1,94 +1,62 @@
-"""Ingestion speed and merge cost, measured against the raw library in the same run.
+"""Ingestion speed, memory and merge cost, measured against the raw library in the same run.
 
-    .venv/bin/python bench/ingest.py [--rows N] [--keep]
+    .venv/bin/python bench/ingest.py [--quick] [--rows N] [--keep]
 
-1. Builds an N-row CSV (default 1,000,000) from demo/telco_churn.csv: rows resampled, every
-   customer_id fresh and unique.
+1. Builds an N-row CSV (default 1,000,000; --quick 200,000) from demo/telco_churn.csv: rows
+   resampled, every customer_id fresh and unique (common.build_csv, in a child process).
 2. Ingests it with ingestion.services.ingest_path into a throw-away CL_HOME (migrated SQLite,
    initialised on 2,000 demo rows) and parses it with a bare pyarrow.csv.read_csv, interleaved,
-   five rounds each; prints rows/s and MB/s of the best round of both and their ratio (target:
-   ingest >= 1/3 of the raw parse), the ratio of the median rounds beside it, then the peak
-   memory of `manage.py ingest` on the file, in a process of its own.
-3. Merges 10,000-row batches into a 100,000-row and into a 5,000,000-row master with
-   ingestion.master.merge_batches (target: median time of the second under 1.5 times the
-   first). The big master is cheap to build: one Parquet file, hard-linked as 50 partitions.
+   five rounds each (--quick: three); the median round of each, and the median of the rounds'
+   speed ratios (target: ingest at least 0.3 of the raw parse speed); the best rounds beside.
+3. The peak memory (VmHWM) of `manage.py ingest` on the file, in a process of its own, beside
+   that of a process that only reads the file with pyarrow.csv.read_csv (information).
+4. Merges 10,000-row batches into a 100,000-row and into a 5,000,000-row master (--quick:
+   1,000,000) with ingestion.master.merge_batches (target: median time of the second under 1.5
+   times the first). The big master is cheap to build: one Parquet file, hard-linked as partitions.
+Writes bench/results/ingest.json and its section of bench/README.md.
 """
-import argparse
-import multiprocessing
-import os
-import shutil
-import statistics
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))  # for the testing package
-DEMO = ROOT / "demo" / "telco_churn.csv"
-MB = 1024 * 1024
+sys.path.insert(0, str(ROOT))  # the benchmarks import the project and each other as bench.x
+
+import argparse  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+from bench import common  # noqa: E402
+from bench.common import build_in_child  # noqa: E402
+
+DEMO = common.DEMO
+MB = common.MB
 MERGE_BATCH_ROWS = 10_000
-MASTER_SIZES = (100_000, 5_000_000)
 PARTITION_ROWS = 100_000
-MERGE_REPEATS = 15
-ROUNDS = 5
+SPEED_TARGET = 0.3
+MERGE_TARGET = 1.5
+RAW_READ = "import sys, pyarrow.csv\npyarrow.csv.read_csv(sys.argv[1])\n"
 
 
-def build_csv(target: Path, rows: int, seed: int = 0, id_prefix: str = "B") -> None:
-    """Resample the demo's rows with fresh unique ids; runs in a child process to keep the parent's memory clean."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    demo = pacsv.read_csv(DEMO, convert_options=pacsv.ConvertOptions(column_types={}, strings_can_be_null=False,
-                                                                     auto_dict_encode=False))
-    demo = demo.cast(pa.schema([pa.field(name, pa.string()) for name in demo.column_names]))
-    picks = np.random.default_rng(seed).integers(0, demo.num_rows, rows)
-    table = demo.take(pa.array(picks))
-    ids = pa.array([f"{id_prefix}{i:08d}" for i in range(rows)], pa.string())
-    table = table.set_column(table.column_names.index("customer_id"), "customer_id", ids)
-    pacsv.write_csv(table, target, pacsv.WriteOptions(quoting_style="none"))
-
-
-def build_many(jobs: list[tuple]) -> None:
-    for job in jobs:
-        build_csv(*job)
-
-
-def build_in_child(jobs: list[tuple]) -> None:
-    """Run build_csv for each (target, rows, seed, id_prefix) in a child process."""
-    ctx = multiprocessing.get_context("spawn")
-    child = ctx.Process(target=build_many, args=(jobs,))
-    child.start()
-    child.join()
-    if child.exitcode != 0:
-        raise SystemExit("building the bench files failed")
-
-
-def peak_memory_of_ingest_command(path: Path, cl_home: Path) -> int:
+def peak_memory_of_ingest_command(path: Path) -> int:
     """Peak resident memory (bytes) of `manage.py ingest path`: the whole process, Django included."""
-    report = cl_home / "tmp" / "ingest-peak.txt"
-    env = dict(os.environ, CL_HOME=str(cl_home), DJANGO_SETTINGS_MODULE="clsite.settings")
-    env.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
     from testing.memory import ingest_reporting_peak
 
-    done = ingest_reporting_peak(path, report, env=env)
+    report = Path(os.environ["CL_HOME"]) / "tmp" / "ingest-peak.txt"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    done = ingest_reporting_peak(path, report, env=dict(os.environ))
     if done.returncode != 0:
         raise SystemExit(f"manage.py ingest failed: {done.stderr[-2000:]}")
     return int(report.read_text()) * 1024
 
 
-def setup_django(cl_home: Path) -> None:
-    os.environ["CL_HOME"] = str(cl_home)
-    os.environ.setdefault("DJANGO_SECRET_KEY", "bench-only-secret")
-    os.environ["DJANGO_SETTINGS_MODULE"] = "clsite.settings"
-    sys.path.insert(0, str(ROOT))
-    import django
-    from django.core.management import call_command
-
-    django.setup()
-    call_command("migrate", verbosity=0)
+def peak_memory_of_raw_read(path: Path) -> int:
+    """Peak resident memory (bytes) of a process that only reads the file with pyarrow.csv.read_csv."""
+    script = Path(os.environ["CL_HOME"]) / "tmp" / "raw-read.py"
+    script.write_text(RAW_READ)
+    peak, _ = common.peak_of_child(script, [str(path)])
+    return peak
 
 
 def initialise(work: Path) -> None:
@@ -136,11 +104,6 @@ def set_aside_staged() -> None:
         for relative in (batch.raw_path, batch.parquet_path):
             home.path(relative).unlink(missing_ok=True)
     DataBatch.objects.filter(status=DataBatch.Status.STAGED).update(status=DataBatch.Status.DISCARDED)
-
-
-def best(runs: list[dict]) -> dict:
-    """The fastest run: on a shared machine the others mostly measure the neighbours."""
-    return min(runs, key=lambda run: run["seconds"])
 
 
 def write_template(target: Path) -> None:
@@ -202,76 +165,103 @@ def measure_merges(batch_files: list[Path]) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="200,000 rows, 3 rounds, a 1,000,000-row big master; writes nothing")
+    parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder and print its path")
     args = parser.parse_args()
+    started = time.perf_counter()
+    home = common.throwaway_home("ingest", keep=args.keep)
+    rows = args.rows or (200_000 if args.quick else 1_000_000)
+    plan = {"rounds": 3 if args.quick else 5, "masters": (100_000, 1_000_000 if args.quick else 5_000_000),
+            "merge_repeats": 7 if args.quick else 15}
+    common.setup_django()
+    meter = common.LoadMeter()
+    work = home / "bench-files"
+    work.mkdir()
+    measured = run(work, rows, plan, meter)
+    shutil.rmtree(work, ignore_errors=True)
+    targets, markdown = report(measured, plan)
+    common.write_result("ingest", started=started, meter=meter, targets=targets, markdown=markdown, quick=args.quick,
+                        details={"rows": rows, "file_mb": measured["size_mb"], "rounds": {"ingest": measured["ingests"], "raw": measured["raws"]},
+                                 "peak_bytes": {"ingest": measured["peak"], "raw_read": measured["raw_peak"]},
+                                 "merge_seconds": {str(k): v for k, v in measured["merges"].items()}})
 
-    work = Path(tempfile.mkdtemp(prefix="cl-bench-"))
-    try:
-        run(work, args.rows)
-    finally:
-        if args.keep:
-            print(f"\n(files kept in {work})")
-        else:
-            shutil.rmtree(work, ignore_errors=True)
 
-
-def run(work: Path, rows: int) -> None:
+def run(work: Path, rows: int, plan: dict, meter) -> dict:
     csv_path = work / f"bench-{rows}.csv"
-    print(f"building a {rows:,}-row CSV from {DEMO.name} ...", flush=True)
-    batch_files = [work / f"batch-{i}.csv" for i in range(MERGE_REPEATS * len(MASTER_SIZES))]
-    build_in_child([(csv_path, rows, 0, "B")] + [(path, MERGE_BATCH_ROWS, 100 + i, f"M{i:02d}-") for i, path in enumerate(batch_files)])
+    repeats, masters = plan["merge_repeats"], plan["masters"]
+    batch_files = [work / f"batch-{i}.csv" for i in range(repeats * len(masters))]
+    with meter.phase("set-up"):
+        print(f"building a {rows:,}-row CSV from {DEMO.name} ...", flush=True)
+        build_in_child([(csv_path, rows, 0, "B")] + [(path, MERGE_BATCH_ROWS, 100 + i, f"M{i:02d}-") for i, path in enumerate(batch_files)])
+        initialise(work)
+        measure_raw(csv_path)  # warm the page cache and the code paths, so neither side pays for the first read
     size_mb = csv_path.stat().st_size / MB
 
-    setup_django(work / "cl_home")
-    initialise(work)
-    # Warm the page cache and the code paths, so neither side pays for the first read.
-    measure_raw(csv_path)
-
-    print(f"ingesting {csv_path.name} ({size_mb:,.1f} MB) and parsing it with pyarrow, {ROUNDS} rounds ...", flush=True)
+    print(f"ingesting {csv_path.name} ({size_mb:,.1f} MB) and parsing it with pyarrow, {plan['rounds']} rounds ...", flush=True)
     ingests, raws = [], []
-    for _ in range(ROUNDS):  # interleaved, so both sides see the same machine
-        ingests.append(measure_ingest(csv_path))
-        raws.append(measure_raw(csv_path))
-    ingest, raw = best(ingests), best(raws)
-    ingest["median"] = statistics.median(run["seconds"] for run in ingests)
-    raw["median"] = statistics.median(run["seconds"] for run in raws)
-    print("measuring the memory of `manage.py ingest` on the same file ...", flush=True)
-    ingest["peak"] = peak_memory_of_ingest_command(csv_path, work / "cl_home")
+    with meter.phase("ingest vs raw parse"):
+        for _ in range(plan["rounds"]):  # interleaved, so both sides see the same machine
+            ingests.append(measure_ingest(csv_path))
+            raws.append(measure_raw(csv_path))
+    print("peak memory of `manage.py ingest` and of a bare read, each in a process of its own ...", flush=True)
+    with meter.phase("peak memory"):
+        peak = peak_memory_of_ingest_command(csv_path)
+        raw_peak = peak_memory_of_raw_read(csv_path)
     set_aside_staged()
 
-    template = work / "partition-template.parquet"
-    write_template(template)
-
+    print("merges into a small and a big master ...", flush=True)
     merges = {}
-    for i, size in enumerate(MASTER_SIZES):
-        actual = build_master(size, template)
-        merges[actual] = measure_merges(batch_files[i * MERGE_REPEATS:(i + 1) * MERGE_REPEATS])
+    with meter.phase("merges"):
+        template = work / "partition-template.parquet"
+        write_template(template)
+        for i, size in enumerate(masters):
+            actual = build_master(size, template)
+            merges[actual] = measure_merges(batch_files[i * repeats:(i + 1) * repeats])
+    return {"size_mb": size_mb, "rows": rows, "ingests": ingests, "raws": raws, "peak": peak, "raw_peak": raw_peak, "merges": merges}
 
-    report(size_mb, ingest, raw, merges)
+
+MARKDOWN = """### Ingestion (`bench/ingest.py`)
+
+{header}
+
+{table}
+
+A {rows:,}-row CSV ({mb:,.0f} MB) resampled from the demo rows with fresh ids, ingested with
+`ingest_path` (checked block by block against the schema, staged as Parquet) and parsed with
+a bare `pyarrow.csv.read_csv`, interleaved, {rounds} rounds each: median rounds {ingest_s:.2f} s and
+{raw_s:.2f} s ({ingest_mbs:,.0f} and {raw_mbs:,.0f} MB/s); the best rounds give {best_ratio:.2f}. The peaks are
+whole processes (Django and the libraries included) on the same file. Merges: {repeats} batches of
+{batch:,} rows, each merged alone into a master of {small:,} and of {big:,} rows (medians
+{small_s:.4f} s and {big_s:.4f} s)."""
 
 
-def report(size_mb: float, ingest: dict, raw: dict, merges: dict) -> None:
-    ingest_rate, raw_rate = ingest["rows"] / ingest["seconds"], raw["rows"] / raw["seconds"]
-    ratio = ingest_rate / raw_rate
-    print()
-    print(f"{'best of ' + str(ROUNDS) + ' rounds':<34}{'seconds':>10}{'rows/s':>14}{'MB/s':>10}")
-    print(f"{'ingest (ingest_path)':<34}{ingest['seconds']:>10.2f}{ingest_rate:>14,.0f}{size_mb / ingest['seconds']:>10.1f}")
-    print(f"{'raw parse (pyarrow.csv.read_csv)':<34}{raw['seconds']:>10.2f}{raw_rate:>14,.0f}{size_mb / raw['seconds']:>10.1f}")
-    verdict = "meets" if ratio >= 1 / 3 else "MISSES"
-    print(f"ingest / raw parse speed: {ratio:.2f}  ({verdict} the target of at least 0.33); "
-          f"of the median rounds ({ingest['median']:.2f} s, {raw['median']:.2f} s): {raw['median'] / ingest['median']:.2f}")
-    print(f"peak memory of `manage.py ingest` on this {size_mb:,.0f} MB file: {ingest['peak'] / MB:,.0f} MB "
-          f"(the whole process, Django and libraries included)")
-    print()
-    print(f"{'merge a 10,000-row batch into':<34}{'median s':>10}{'min s':>10}{'max s':>10}")
-    for size, times in merges.items():
-        print(f"{f'a {size:,}-row master':<34}{statistics.median(times):>10.4f}{min(times):>10.4f}{max(times):>10.4f}")
-    small, big = (statistics.median(times) for times in merges.values())
-    merge_ratio = big / small
-    verdict = "meets" if merge_ratio < 1.5 else "MISSES"
-    print(f"merge time ratio (big master / small master, medians): {merge_ratio:.2f}  ({verdict} the target of under 1.5)")
+def report(m: dict, plan: dict) -> tuple[list, str]:
+    ratios = [r["seconds"] / i["seconds"] for i, r in zip(m["ingests"], m["raws"])]  # speed ratio: raw time / ingest time
+    ingest_s = statistics.median(r["seconds"] for r in m["ingests"])
+    raw_s = statistics.median(r["seconds"] for r in m["raws"])
+    ratio = statistics.median(ratios)
+    best_ratio = min(r["seconds"] for r in m["raws"]) / min(r["seconds"] for r in m["ingests"])
+    rows = m["rows"]
+    (small, small_times), (big, big_times) = m["merges"].items()
+    small_s, big_s = statistics.median(small_times), statistics.median(big_times)
+    targets = [
+        common.Target(f"ingest a {rows:,}-row CSV: speed", rows / ingest_s, "rows/s", "bare pyarrow.csv.read_csv of the file",
+                      rows / raw_s, ratio, "ours / raw speed", f">= {SPEED_TARGET} of raw", ratio >= SPEED_TARGET,
+                      note=f"{m['size_mb'] / ingest_s:.0f} MB/s against {m['size_mb'] / raw_s:.0f} MB/s",
+                      rounds=[r["seconds"] for r in m["ingests"]]),
+        common.Target("peak memory of `manage.py ingest` on it", m["peak"] / MB, "MB", "a process only reading it with read_csv",
+                      m["raw_peak"] / MB, m["peak"] / m["raw_peak"], "ours / raw memory", "(information)", None),
+        common.Target(f"merge a {MERGE_BATCH_ROWS:,}-row batch into a {big:,}-row master", big_s * 1e3, "ms",
+                      f"the same into a {small:,}-row master", small_s * 1e3, big_s / small_s, "ours / raw time",
+                      f"< {MERGE_TARGET}x", big_s / small_s < MERGE_TARGET, rounds=big_times),
+    ]
+    markdown = MARKDOWN.format(header="{header}", table=common.targets_markdown(targets), rows=rows, mb=m["size_mb"],
+                               rounds=plan["rounds"], ingest_s=ingest_s, raw_s=raw_s, ingest_mbs=m["size_mb"] / ingest_s,
+                               raw_mbs=m["size_mb"] / raw_s, best_ratio=best_ratio, repeats=plan["merge_repeats"],
+                               batch=MERGE_BATCH_ROWS, small=small, big=big, small_s=small_s, big_s=big_s)
+    return targets, markdown
 
 
 if __name__ == "__main__":

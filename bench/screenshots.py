@@ -11,8 +11,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# bench/ must not stay first on sys.path: bench/http.py would shadow the standard library's http.
-sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"]
+sys.path.insert(0, str(ROOT))  # the benchmarks import the project and each other as bench.x
 
 import argparse  # noqa: E402
 import os  # noqa: E402

@@ -3,7 +3,7 @@ page view never rebuilds a plotly figure: a version's figures never change once 
 the history figures change when a version is added or its status changes.
 """
 from django.core.cache import cache
-from django.db.models import Count, Max, Q
+from django.db.models import Count, Max
 
 from modelhub.models import ModelVersion
 
@@ -13,11 +13,11 @@ HISTORY_FIELDS = ("major", "minor", "status", "metrics")
 
 
 def history_stamp() -> str:
-    """What the history figures show, in one indexed aggregate: it changes with every new version,
-    rejection, deployment and rollback."""
-    agg = ModelVersion.objects.aggregate(n=Count("pk"), last=Max("pk"), deployed=Max("deployed_at"),
-                                         rejected=Count("pk", filter=Q(status=ModelVersion.Status.REJECTED)))
-    return f"{agg['n']}-{agg['last']}-{agg['rejected']}-{agg['deployed'].timestamp() if agg['deployed'] else 0}"
+    """What the history figures and the versions table show, read off one small index: it changes
+    when a version is added, changes status, or is deployed or rolled back to (deployed_at)."""
+    groups = (ModelVersion.objects.order_by("status").values("status")
+              .annotate(n=Count("pk"), last=Max("pk"), deployed=Max("deployed_at")))
+    return ";".join(f"{g['status']}:{g['n']}:{g['last']}:{g['deployed'].timestamp() if g['deployed'] else 0}" for g in groups)
 
 
 def history(*, last: int | None = None, stamp: str | None = None) -> str:

@@ -1,12 +1,18 @@
 """Reads for the pages: what each page shows, gathered in one place per page."""
 from django.conf import settings
+from django.core.cache import cache
+from django.core.paginator import Paginator
+from django.template.loader import render_to_string
 
+from ingestion import master
+from ingestion.selectors import batch_counts
 from ingestion.selectors import data_stats as get_data_stats
 from ingestion.uploads import human_bytes
 from modelhub import schedule
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 
 from . import figures
+from .forms import PredictForm
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "auc", "pr_auc", "brier")
 # What a row of the versions table needs: not the drift, candidates or validation of each.
@@ -17,18 +23,22 @@ def upload_limit() -> str:
     return human_bytes(settings.CL_UPLOAD_MAX_BYTES)
 
 
-def overview() -> dict:
-    active = ModelVersion.active()
-    last_deployment = Deployment.objects.select_related("user", "from_version").filter(to_version=active).first() if active else None
+def overview(schema) -> dict:
+    # The active version comes with its last deployment: one query for both.
+    last_deployment = (Deployment.objects.select_related("user", "to_version__schema")
+                       .filter(to_version__status=ModelVersion.Status.ACTIVE).first())
+    active = last_deployment.to_version if last_deployment else ModelVersion.active()
+    summary = master.current_summary()
     return {
         "active": active,
         "last_deployment": last_deployment,
         "metrics": [(name, active.metrics.get(name)) for name in METRIC_NAMES] if active else [],
-        "stats": get_data_stats(),
-        "last_run": TrainingRun.objects.select_related("candidate").first(),
-        "running": TrainingRun.objects.filter(status__in=[TrainingRun.Status.QUEUED, TrainingRun.Status.RUNNING]).first(),
+        "stats": {**batch_counts(), "master_rows": summary.rows},
+        # A queued or running run is always the newest (runs.request_retraining joins it).
+        "last_run": TrainingRun.objects.defer("stages", "details").first(),
         "schedule": schedule.describe(),
         "history_chart": figures.history(last=30),
+        "predict_fields": predict_fields(schema, summary) if schema else "",
     }
 
 
@@ -88,6 +98,32 @@ def predict_hints() -> dict:
         elif column["kind"] == "categorical" and column.get("top"):
             typical[name] = next(iter(column["top"]))
     return {"typical": typical, "flags": flags}
+
+
+def versions_table(page_number, stamp: str) -> str:
+    """A page of the versions table, rendered once per change of the history (figures.history_stamp):
+    formatting 25 rows of metrics and dates costs more than the rest of the page."""
+    versions = ModelVersion.objects.order_by("-major", "-minor").only(*VERSION_ROW)
+    page = Paginator(versions, 25).get_page(page_number)
+    key = f"table:versions:{stamp}:{page.number}"
+    html = cache.get(key)
+    if html is None:
+        html = render_to_string("dashboards/versions_table.html", {"page": page})
+        cache.set(key, html, timeout=24 * 3600)
+    return html
+
+
+def predict_fields(schema, summary) -> str:
+    """The overview's (unbound) prediction form fields, rendered once per schema and master
+    summary: Django renders every widget through a template, about 12 ms for the demo's 19."""
+    stamp = summary.updated_at
+    key = f"form:predict:{schema.pk}:{stamp.timestamp() if stamp else 0}"
+    html = cache.get(key)
+    if html is None:
+        form = PredictForm(schema=schema, **predict_hints())
+        html = render_to_string("dashboards/predict_fields.html", {"form": form})
+        cache.set(key, html, timeout=7 * 24 * 3600)
+    return html
 
 
 def schedule_initial(current) -> dict:

@@ -32,9 +32,8 @@ batch_predict_required = permission_required("modelhub.batch_predict", raise_exc
 
 @view_required
 def overview(request):
-    schema = DatasetSchema.current()
-    form = PredictForm(schema=schema, **selectors.predict_hints()) if schema else None
-    return render(request, "dashboards/overview.html", {**selectors.overview(), "predict_form": form, "health": selectors.health_summary()})
+    context = selectors.overview(DatasetSchema.current())
+    return render(request, "dashboards/overview.html", {**context, "health": selectors.health_summary()})
 
 
 @view_required
@@ -117,9 +116,9 @@ def _batch_change(request, pk: int, service, done: str):
 
 @view_required
 def models(request):
-    versions = ModelVersion.objects.order_by("-major", "-minor").only(*selectors.VERSION_ROW)
+    stamp = figures.history_stamp()
     return render(request, "dashboards/models.html", {
-        "page": Paginator(versions, 25).get_page(request.GET.get("page")), "history_chart": figures.history(),
+        "versions_table": selectors.versions_table(request.GET.get("page"), stamp), "history_chart": figures.history(stamp=stamp),
     })
 
 

@@ -127,7 +127,7 @@ class Predictor:
         features = training.features_frame(frame, self.schema)
         if self._program is not None:
             try:
-                return self._program.proba_columns({name: features[name].to_numpy() for name in self._program.inputs})
+                return self._program.proba_columns({name: _column(features[name]) for name in self._program.inputs})
             except _Unusual:
                 pass
         return self._pipeline_proba(features)
@@ -281,11 +281,14 @@ class _CategoricalColumn:
 
     def codes(self, values: Sequence) -> np.ndarray:
         """code() of each value, looking up each distinct value once."""
-        try:
-            # Missing values (None, NaN, pd.NA) get -1, as notna() in features_frame sees them.
-            found, distinct = pd.factorize(np.fromiter(values, dtype=object, count=len(values)))
-        except TypeError:  # unhashable values: the Pipeline raises its own error
-            raise _Unusual from None
+        if isinstance(values, pd.Categorical):  # batch scoring: Arrow found the distinct values
+            distinct, found = values.categories, values.codes
+        else:
+            try:
+                # Missing values (None, NaN, pd.NA) get -1, as notna() in features_frame sees them.
+                found, distinct = pd.factorize(np.fromiter(values, dtype=object, count=len(values)))
+            except TypeError:  # unhashable values: the Pipeline raises its own error
+                raise _Unusual from None
         # Index -1 takes the last entry: the missing value's row.
         return np.array([self.code(value) for value in distinct] + [self.missing], dtype=np.intp)[found]
 
@@ -380,6 +383,11 @@ class _Program:
 
     def proba_columns(self, columns: Mapping[str, Sequence]) -> np.ndarray:
         return _pick(self.scorer.many(self.encode_many(columns)), self.positive_column)
+
+
+def _column(values: pd.Series) -> Sequence:
+    # A categorical column stays a Categorical: its codes are the encoder's lookups, done once per category.
+    return values.array if isinstance(values.dtype, pd.CategoricalDtype) else values.to_numpy()
 
 
 def _pick(class_one, column: int):

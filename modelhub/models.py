@@ -136,6 +136,8 @@ class ModelVersion(models.Model):
             ("deploy_modelversion", "Can deploy or roll back model versions"),
             ("batch_predict", "Can run batch predictions on a CSV"),
         ]
+        # Covers figures.history_stamp, read on every page that shows the history.
+        indexes = [models.Index(fields=["status", "deployed_at"], name="version_status_deployed")]
         constraints = [
             models.UniqueConstraint(fields=["major", "minor"], name="unique_version_number"),
             # Two concurrent deploys cannot both leave their version active.

@@ -11,6 +11,7 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
@@ -107,8 +108,7 @@ def _score(job: ScoringJob, loaded: serving.Loaded, source: Path, target: Path) 
         for batch in reader:
             if not batch.num_rows:
                 continue
-            frame = batch.to_pandas().replace({"": None})
-            proba = loaded.predictor.proba_frame(frame)
+            proba = loaded.predictor.proba_frame(_typed_frame(batch, schema))
             columns = {}
             if schema.id_column in wanted:
                 columns[exports.safe_cell(schema.id_column)] = _safe_text(batch.column(schema.id_column))
@@ -127,6 +127,28 @@ def _score(job: ScoringJob, loaded: serving.Loaded, source: Path, target: Path) 
             writer.close()
     if writer is None:
         raise ScoringError("the file has a header but no rows")
+
+
+def _typed_frame(batch: pa.RecordBatch, schema) -> pd.DataFrame:
+    """The chunk's features typed by Arrow, several times faster than pandas on text: blanks
+    missing, numbers parsed, categories as a Categorical (each distinct value looked up once).
+    A numeric column with a value that is not a number stays text, and training.features_frame
+    then reads it exactly as for the Pipeline."""
+    columns = {}
+    for feature in schema.features:
+        if feature["name"] not in batch.schema.names:
+            continue
+        values = batch.column(feature["name"])
+        values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+        if feature["kind"] == "numeric":
+            try:
+                values = pc.cast(values, pa.float64())
+            except pa.ArrowInvalid:
+                pass
+        else:
+            values = values.dictionary_encode()
+        columns[feature["name"]] = values.to_pandas()
+    return pd.DataFrame(columns)
 
 
 def _count_lines(path: Path) -> int:

@@ -80,6 +80,8 @@ def features_frame(frame: pd.DataFrame, schema) -> pd.DataFrame:
         values = frame[name] if name in frame else pd.Series([None] * len(frame), index=frame.index)
         if feature["kind"] == "numeric":
             columns[name] = pd.to_numeric(values, errors="coerce").astype("float64")
+        elif isinstance(values.dtype, pd.CategoricalDtype):
+            columns[name] = values  # text already, its missing values NaN (batch scoring reads chunks so)
         else:
             columns[name] = values.astype(object).where(values.notna(), np.nan)
     return pd.DataFrame(columns, index=frame.index)

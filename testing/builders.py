@@ -51,3 +51,34 @@ def initialise(demo: DemoData, rows: slice = slice(0, 2000)):
     from modelhub.setup import initialise as init
 
     return init(data=demo.write("initial.csv", rows), target="churn", id_column="customer_id")
+
+
+def grow_history(extra: int) -> int:
+    """`extra` more retired versions (each with its run and deployment, sharing the active
+    version's artifact) and refused batches, cheaply; returns how many versions there are."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from ingestion.models import DataBatch
+    from modelhub.models import Deployment, ModelVersion, TrainingRun
+
+    active = ModelVersion.active()
+    start = ModelVersion.objects.count()
+    now = timezone.now()
+    runs = TrainingRun.objects.bulk_create([
+        TrainingRun(trigger=TrainingRun.Trigger.SCHEDULE, status=TrainingRun.Status.DEPLOYED, started_at=now, finished_at=now)
+        for _ in range(extra)])
+    versions = ModelVersion.objects.bulk_create([
+        ModelVersion(major=1, minor=start + i, status=ModelVersion.Status.RETIRED, schema=active.schema, run=run,
+                     artifact=active.artifact, sha256=active.sha256, trained_at=now - timedelta(days=extra - i),
+                     deployed_at=now - timedelta(days=extra - i), estimator=active.estimator, metrics=active.metrics,
+                     validation=active.validation, drift=active.drift, training_rows=active.training_rows)
+        for i, run in enumerate(runs)])
+    Deployment.objects.bulk_create([
+        Deployment(created_at=version.deployed_at, kind=Deployment.Kind.DEPLOY, to_version=version, from_version=active, run=version.run)
+        for version in versions])
+    DataBatch.objects.bulk_create([
+        DataBatch(original_name=f"b{i}.csv", sha256=f"history-{start}-{i}", size_bytes=10, rows=5,
+                  status=DataBatch.Status.REJECTED, report={"summary": "refused"}) for i in range(extra)])
+    return ModelVersion.objects.count()

@@ -10,6 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
+from clsite import home
 from modelhub import scoring, serving, training
 from modelhub.models import ScoringJob
 from ops import retention
@@ -112,3 +113,23 @@ def test_a_job_that_is_not_queued_is_left_alone(ready, users, demo):
     again = scoring.run(ScoringJob.objects.get(pk=job.pk))
     assert again.status == ScoringJob.Status.DONE and again.finished_at == finished
     assert pd.notna(finished)
+
+
+def test_blanks_unknown_categories_and_text_in_a_numeric_column_score_as_the_pipeline_scores_them(ready, users, demo, monkeypatch):
+    monkeypatch.setattr(scoring, "CHUNK_BYTES", 16 << 10)  # several chunks, each typed on its own
+    frame = demo.frame.iloc[:600].drop(columns=["churn"]).reset_index(drop=True)
+    frame.loc[::7, "tenure"] = ""
+    frame.loc[::11, "contract"] = ""
+    frame.loc[::13, "payment_method"] = "Cheque in the post"  # never seen in training
+    frame.loc[450, "monthly_charges"] = "n/a"  # that chunk's column stays text: read as missing
+    source = home.path("tmp") / "odd.csv"
+    source.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(source, index=False)
+
+    job = scoring.run(scoring.submit(source=source, original_name="odd.csv", user=users["analyst"]))
+
+    assert job.status == ScoringJob.Status.DONE, job.error
+    scored = pd.read_csv(home.path(job.result_path))
+    version, model = serving.active_model()
+    expected = training.positive_proba(model, training.features_frame(frame.replace({"": None}), version.schema))
+    assert len(scored) == 600 and np.allclose(scored["probability"], expected.round(4), atol=1e-9)

@@ -207,3 +207,25 @@ def retrain_rejects_again() -> bool:
     from modelhub.retraining import retrain_now
 
     return retrain_now().status == "rejected"
+
+
+def test_cached_parts_of_pages_render_as_html_and_follow_what_they_show(client, ready, users):
+    from modelhub import services
+    from modelhub.tests.helpers import copy_of_active, deployed_copy
+
+    login(client, users["engineer"])
+    overview = client.get(reverse("overview")).content.decode()
+    assert '<select name="contract"' in overview and "&lt;select" not in overview
+    assert client.get(reverse("models")).content.decode().count('<span class="badge active">Active</span>') == 1
+
+    candidate = copy_of_active()  # a new row of the table, then its status changes twice
+    assert f"v{candidate.version}</a>" in client.get(reverse("models")).content.decode()
+    newer = deployed_copy()
+    table = client.get(reverse("models")).content.decode()
+    assert f'v{newer.version}</a></td><td><span class="badge active">' in table
+    assert 'v1.0</a></td><td><span class="badge retired">' in table
+
+    services.activate_version(version=ready, user=users["engineer"], reason="back to the first")
+    table = client.get(reverse("models")).content.decode()
+    assert 'v1.0</a></td><td><span class="badge active">' in table
+    assert f'v{newer.version}</a></td><td><span class="badge retired">' in table
