@@ -125,9 +125,9 @@ def memory(meter, big: Path, small: Path, rounds: int) -> tuple[list, dict]:
                            note=f"difference {big_mb - small_mb:+.0f} MB; Django and the model alone: {base:.0f} MB", rounds=peaks[big.name])
     details = {"peak_mb": peaks, "difference_mb": big_mb - small_mb, "model_only_mb": base,
                "chunk_bytes": None}
-    from modelhub import scoring
+    from ingestion import csvio
 
-    details["chunk_bytes"] = scoring.CHUNK_BYTES
+    details["chunk_bytes"] = csvio.CHECK_BYTES
     return [target], details
 
 

@@ -29,7 +29,7 @@ from .models import ScoringJob
 
 log = logging.getLogger("clsite.modelhub")
 
-CHUNK_BYTES = 8 << 20  # about 60,000 demo rows a chunk
+LINE_COUNT_BYTES = 8 << 20
 TASK = "modelhub.tasks.run_scoring_job"
 FOLDER = "scoring"
 
@@ -96,16 +96,16 @@ def _score(job: ScoringJob, loaded: serving.Loaded, source: Path, target: Path) 
     schema = loaded.version.schema
     header, delimiter = csvio.read_header(source)
     wanted = [name for name in [schema.id_column, *schema.feature_names] if name and name in header]
-    convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in header}, include_columns=wanted,
-                                   strings_can_be_null=False)
-    reader = pacsv.open_csv(source, read_options=pacsv.ReadOptions(column_names=header, skip_rows=1, block_size=CHUNK_BYTES),
-                            parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True), convert_options=convert)
+    # The ingestion's reader: small blocks read ahead (memory bounded by the block, not the
+    # file), categories dictionary-encoded, and the CRLF-in-quotes workaround.
+    batches = csvio.stream_batches(source, header=header, delimiter=delimiter, columns=wanted,
+                                   dictionary=[name for name in schema.categorical_features if name in header])
     labels = pa.array([exports.safe_cell(schema.negative_label), exports.safe_cell(schema.positive_label)])
     ScoringJob.objects.filter(pk=job.pk).update(rows_estimate=_count_lines(source) - 1)
     writer = None
     done = 0
     try:
-        for batch in reader:
+        for batch in batches:
             if not batch.num_rows:
                 continue
             proba = loaded.predictor.proba_frame(_typed_frame(batch, schema))
@@ -136,18 +136,21 @@ def _typed_frame(batch: pa.RecordBatch, schema) -> pd.DataFrame:
     then reads it exactly as for the Pipeline."""
     columns = {}
     for feature in schema.features:
-        if feature["name"] not in batch.schema.names:
+        name = feature["name"]
+        if name not in batch.schema.names:
             continue
-        values = batch.column(feature["name"])
+        values = batch.column(name)
+        if pa.types.is_dictionary(values.type):
+            categories = values.to_pandas()
+            columns[name] = categories.cat.remove_categories([""]) if "" in categories.cat.categories else categories
+            continue
         values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
         if feature["kind"] == "numeric":
             try:
                 values = pc.cast(values, pa.float64())
             except pa.ArrowInvalid:
                 pass
-        else:
-            values = values.dictionary_encode()
-        columns[feature["name"]] = values.to_pandas()
+        columns[name] = values.to_pandas()
     return pd.DataFrame(columns)
 
 
@@ -155,7 +158,7 @@ def _count_lines(path: Path) -> int:
     """Line feeds in the file: the rows to expect, give or take values that span lines (for progress only)."""
     lines = 0
     with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK_BYTES):
+        while chunk := fh.read(LINE_COUNT_BYTES):
             lines += chunk.count(b"\n")
     return max(lines, 1)
 

@@ -11,6 +11,7 @@ from django.test import Client
 from django.utils import timezone
 
 from clsite import home
+from ingestion import csvio
 from modelhub import scoring, serving, training
 from modelhub.models import ScoringJob
 from ops import retention
@@ -27,7 +28,8 @@ def upload(client: Client, name: str, body: bytes):
 
 
 def test_a_csv_is_queued_scored_in_chunks_and_its_result_equals_the_pipeline(ready, users, demo, session_home, monkeypatch):
-    monkeypatch.setattr(scoring, "CHUNK_BYTES", 64 << 10)  # several chunks
+    monkeypatch.setattr(csvio, "BLOCK_SIZE", 16 << 10)  # several chunks
+    monkeypatch.setattr(csvio, "CHECK_BYTES", 64 << 10)
     frame = demo.frame.iloc[:3000].drop(columns=["churn"])
     analyst = client_for(users["analyst"])
 
@@ -116,7 +118,8 @@ def test_a_job_that_is_not_queued_is_left_alone(ready, users, demo):
 
 
 def test_blanks_unknown_categories_and_text_in_a_numeric_column_score_as_the_pipeline_scores_them(ready, users, demo, monkeypatch):
-    monkeypatch.setattr(scoring, "CHUNK_BYTES", 16 << 10)  # several chunks, each typed on its own
+    monkeypatch.setattr(csvio, "BLOCK_SIZE", 4 << 10)  # several chunks, each typed on its own
+    monkeypatch.setattr(csvio, "CHECK_BYTES", 16 << 10)
     frame = demo.frame.iloc[:600].drop(columns=["churn"]).reset_index(drop=True)
     frame.loc[::7, "tenure"] = ""
     frame.loc[::11, "contract"] = ""

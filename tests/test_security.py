@@ -116,6 +116,9 @@ def test_every_page_sends_a_content_security_policy_that_allows_our_scripts_only
     policy = client.get("/models/1.0/")["Content-Security-Policy"]
     assert "script-src 'self'" in policy and "'unsafe-inline'" not in policy.split("script-src")[1].split(";")[0]
     assert "frame-ancestors 'none'" in policy and "object-src 'none'" in policy
+    # What is not a page (JSON, CSV) may do nothing at all in a browser.
+    assert client.get("/api/v1/models")["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert client.get("/data/template.csv")["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
 
 
 # --- uploads refused before a byte is stored --------------------------------------------------
