@@ -7,9 +7,6 @@ by nested cross-validation on all its rows (outer: stratified folds, seed 0):
 - "system": on each outer training part, modelhub.training.select_and_fit, exactly as a
   retraining does (its candidates cross-validated by AUC, the best refitted), scored on the
   outer test part; the families it picked are counted;
-- "system + proposed": the same with PROPOSED added to the candidates, and "system, proposed
-  instead of ...": with PROPOSED in place of the 31-leaf early-stopping candidate (the two
-  changes this benchmark weighs for modelhub/training.py, see bench/README.md);
 - each family in FAMILIES: its small grid tuned by 3-fold inner cross-validation (AUC) on the
   outer training part, refitted, scored on the outer test part.
 Every pipeline is training.build_pipeline (the system's imputers, one-hot encoder, scaler), on
@@ -63,20 +60,6 @@ FAMILIES = {
                     {"model__min_samples_leaf": [2, 10]}),
 }
 
-# The candidate this benchmark proposes adding to training.CANDIDATES (see bench/README.md): on
-# the MLC data the tuned boosting's best settings were 31 leaves at rate 0.1 without early
-# stopping, which neither boosting candidate covers (the 31-leaf one stops early on a 10% split).
-PROPOSED = training.Candidate(
-    "gradient boosting (31 leaves, rate 0.1)",
-    HistGradientBoostingClassifier(max_leaf_nodes=31, learning_rate=0.1, max_iter=200, early_stopping=False, random_state=0),
-    scale=False,
-)
-# The cheaper variant: the proposed candidate in place of the 31-leaf early-stopping one.
-# (Once the proposal is in training.CANDIDATES, all three variants are the same.)
-REPLACED = tuple(c for c in training.CANDIDATES if c.name not in ("gradient boosting (31 leaves, rate 0.05)", PROPOSED.name)) + (PROPOSED,)
-ADDED = training.CANDIDATES + (() if PROPOSED.name in [c.name for c in training.CANDIDATES] else (PROPOSED,))
-
-
 def load(name: str):
     spec = DATASETS[name]
     learned = learn_schema(spec["data"], target=spec["target"], id_column=spec["id_column"])
@@ -92,11 +75,7 @@ def load(name: str):
 def evaluate(name: str, folds: int) -> dict:
     schema, X, y = load(name)
     outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
-    variants = {"system": training.CANDIDATES, "system + proposed": ADDED,
-                "system, proposed instead of the early-stopping one": REPLACED}
-    # Once the proposal is in training.CANDIDATES the variants are the system itself: not run twice.
-    names = {key: sorted(c.name for c in candidates) for key, candidates in variants.items()}
-    variants = {key: c for key, c in variants.items() if key == "system" or names[key] != names["system"]}
+    variants = {"system": training.CANDIDATES}
     results = {key: {"aucs": [], "seconds": 0.0, "picked": {}} for key in [*variants, *FAMILIES]}
     with training.limited_threads():
         for train, test in outer.split(X, y):
@@ -124,9 +103,6 @@ def evaluate(name: str, folds: int) -> dict:
     return {"rows": int(len(y)), "features": len(schema.features), "positive_rate": float(y.mean()), "folds": folds,
             "results": summary, "best_family": best,
             "system_gap": summary[best]["cv_auc"] - summary["system"]["cv_auc"],
-            "proposed_gap": summary[best]["cv_auc"] - summary.get("system + proposed", summary["system"])["cv_auc"],
-            "replaced_gap": summary[best]["cv_auc"] - summary.get("system, proposed instead of the early-stopping one",
-                                                                  summary["system"])["cv_auc"],
             "target_met": summary[best]["cv_auc"] - summary["system"]["cv_auc"] <= TARGET_GAP}
 
 
@@ -139,8 +115,7 @@ def table(name: str, report: dict) -> str:
         star = " (best family)" if key == report["best_family"] else ""
         lines.append(f"| {key}{star} | {r['cv_auc']:.4f} | {r['cv_auc_std']:.4f} | {r['seconds']:.0f} | {picked} |")
     lines.append(f"best family minus system: {report['system_gap']:+.4f} AUC (target <= {TARGET_GAP}: "
-                 f"{'met' if report['target_met'] else 'NOT met'}); minus system + proposed: {report['proposed_gap']:+.4f}; "
-                 f"minus system with the proposed one instead: {report['replaced_gap']:+.4f}")
+                 f"{'met' if report['target_met'] else 'NOT met'})")
     return "\n".join(lines)
 
 
