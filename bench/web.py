@@ -321,7 +321,7 @@ def main() -> None:
                                threads=WRK_THREADS, seconds=seconds, rounds=rounds, cores=os.cpu_count(), endpoints="\n".join(rows))
     common.write_result("web", started=started, meter=meter, targets=targets, markdown=markdown, quick=args.quick,
                         extra_versions={"wrk": wrk_version},
-                        details={"gunicorn": shown, "connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds": seconds,
+                        details={"gunicorn": shown, "connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds_per_endpoint": seconds,
                                  "rounds": per_round, "endpoints": {k: [v[0], v[1]] for k, v in specs.items()},
                                  "gunicorn_log_tail": log[-2000:]})
 

@@ -67,6 +67,11 @@ def recent(max_age: float = 30.0) -> Report:
     return _recent["report"]
 
 
+def forget() -> None:
+    """Let the next recent() compute a fresh report (after a change a page must show at once)."""
+    _recent.clear()
+
+
 def report(*, repair: bool = False) -> Report:
     """Every check; with repair=True, first put right what needs no person: fail runs whose
     worker died, re-enqueue lost runs, rewrite stale mirrors, restore missing system schedules."""

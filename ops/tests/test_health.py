@@ -66,12 +66,12 @@ def test_health_before_set_up_says_what_to_run(transactional_db, cl_home):
 
 
 def test_healthz_needs_no_login_and_names_only_the_failing_checks(alive, client):
-    health._recent.clear()
+    health.forget()
     response = client.get("/healthz")
     assert (response.status_code, response.json()) == (200, {"status": "ok", "failing": []})
 
     WorkerBeat.objects.update(beat_at=timezone.now() - timedelta(minutes=10))
-    health._recent.clear()
+    health.forget()
     response = client.get("/healthz")
     assert (response.status_code, response.json()) == (503, {"status": "failing", "failing": ["worker"]})
     assert b"qcluster" not in response.content  # no details for strangers
@@ -159,9 +159,9 @@ def test_the_status_page_shows_each_check_and_lets_ml_engineers_set_the_schedule
 def test_the_overview_says_healthy_or_names_what_needs_attention(alive, users):
     client = Client()
     client.force_login(users["viewer"])
-    health._recent.clear()
+    health.forget()
     assert "Healthy" in client.get(reverse("overview")).content.decode()
     WorkerBeat.objects.update(beat_at=timezone.now() - timedelta(minutes=10))
-    health._recent.clear()
+    health.forget()
     page = client.get(reverse("overview")).content.decode()
     assert "Needs attention" in page and "silent for" in page
