@@ -15,14 +15,15 @@ from ninja.files import UploadedFile
 from clsite import home
 from ingestion import services as ingestion
 from ingestion.models import DataBatch
-from modelhub import artifacts, scoring, serving
+from modelhub import artifacts, scoring, serving, services
 from modelhub.models import ModelVersion, ScoringJob, TrainingRun
 from modelhub.runs import request_retraining
 
 from . import rows as row_checks
 from .auth import TokenAuth
 from .schemas import (
-    BatchOut, ErrorOut, PredictIn, PredictOut, RunOut, RunRequested, ScoringOut, VersionDetail, VersionSummary,
+    ActivateIn, Activated, BatchOut, ErrorOut, PredictIn, PredictOut, RunOut, RunRequested, ScoringOut, VersionDetail,
+    VersionSummary,
 )
 
 api = NinjaAPI(
@@ -87,6 +88,22 @@ def model(request, version: str):
     return {**_summary(found), "imported": found.imported, "training_rows": found.training_rows, "holdout_rows": found.holdout_rows,
             "metrics": metrics, "gates": validation.get("gates", []), "validation_passed": validation.get("passed"),
             "drifted_features": (found.drift or {}).get("drifted", []), "run": found.run_id}
+
+
+@api.post("/models/{version}/activate", response={200: Activated, 404: ErrorOut, 409: ErrorOut},
+          summary="Make a version the active model (a rollback, or a forced deployment with a reason)",
+          auth=TokenAuth("modelhub.deploy_modelversion"))
+def activate(request, version: str, body: ActivateIn):
+    try:
+        target = ModelVersion.named(version)
+    except (ValueError, ModelVersion.DoesNotExist):
+        return Status(404, {"detail": f"there is no version {version!r}"})
+    try:
+        deployment = services.activate_version(version=target, user=request.user, reason=body.reason)
+    except services.DeploymentError as exc:
+        return Status(409, {"detail": str(exc)})
+    return {"version": target.version, "kind": deployment.kind, "reason": deployment.reason,
+            "replaced": deployment.from_version.version if deployment.from_version else None}
 
 
 def _one_file(request, file) -> None:

@@ -89,6 +89,17 @@ class RunOut(BaseModel):
     error: str
 
 
+class ActivateIn(BaseModel):
+    reason: str = Field("", max_length=500, description="Why; required to deploy a version the gates rejected")
+
+
+class Activated(BaseModel):
+    version: str
+    kind: str = Field(description="rollback, or forced for a rejected version")
+    replaced: str | None
+    reason: str
+
+
 class RunRequested(BaseModel):
     run: RunOut
     created: bool = Field(description="False: a run was already queued or running, and this request joined it.")

@@ -1,5 +1,5 @@
 """Making a version active, from every door: the model page, the admin action and button, the
-command line. Each is the one service, activate_version, so each behaves the same: a rollback
+command line, the API. Each is the one service, activate_version, so each behaves the same: a rollback
 for a version that served, a forced deployment (reason required, held batches merged) for a
 candidate the gates rejected."""
 import pytest
@@ -46,7 +46,17 @@ def command_line(version: ModelVersion, reason: str, user) -> str:
     return out + err
 
 
-DOORS = [web, admin_action, admin_button, command_line]
+def api(version: ModelVersion, reason: str, user) -> str:
+    from api.services import create_token
+
+    _, key = create_token(user=user, name="activate")
+    response = Client().post(f"/api/v1/models/{version.version}/activate", {"reason": reason}, content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {key}")
+    body = response.json()
+    return body.get("detail") or f"v{body['version']} is now the active model ({body['kind']})"
+
+
+DOORS = [web, admin_action, admin_button, command_line, api]
 
 
 @pytest.fixture
@@ -94,7 +104,7 @@ def test_each_door_deploys_a_rejected_candidate_only_with_a_reason_then_rolls_ba
         Deployment.Kind.ROLLBACK, "1.1", "back to the known one")
 
 
-def test_an_analyst_cannot_activate_a_version_through_any_web_door(rejected, users):
+def test_an_analyst_cannot_activate_a_version_through_any_door(rejected, users):
     candidate, _ = rejected
     for door in (web, admin_action, admin_button):
         client = Client()
@@ -109,4 +119,10 @@ def test_an_analyst_cannot_activate_a_version_through_any_web_door(rejected, use
         assert response.status_code in (302, 403), door.__name__
         if response.status_code == 302:
             assert "/login/" in response["Location"] or "/admin/login/" in response["Location"], door.__name__
+    from api.services import create_token
+
+    _, key = create_token(user=users["analyst"], name="not allowed")
+    response = Client().post(f"/api/v1/models/{candidate.version}/activate", {"reason": "x"}, content_type="application/json",
+                             HTTP_AUTHORIZATION=f"Bearer {key}")
+    assert response.status_code == 403
     assert ModelVersion.active().version == "1.0"

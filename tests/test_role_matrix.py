@@ -90,6 +90,7 @@ API = {
     ("POST", "api/v1/predict"): api_from("viewer"),
     ("GET", "api/v1/models"): api_from("viewer"),
     ("GET", "api/v1/models/<version>"): api_from("viewer"),
+    ("POST", "api/v1/models/<version>/activate"): api_from("engineer"),
     ("POST", "api/v1/batches"): api_from("analyst"),
     ("POST", "api/v1/runs"): api_from("engineer"),
     ("GET", "api/v1/runs/<run_id>"): api_from("viewer"),
