@@ -1,10 +1,15 @@
 """Reads for the pages: what each page shows, gathered in one place per page."""
+import hashlib
+
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
+from django.db import connection
 from django.template.loader import render_to_string
+from django_q.models import Schedule
 
 from ingestion import master
+from ingestion.models import DatasetSchema, DataBatch, MasterSummary
 from ingestion.selectors import batch_counts
 from ingestion.selectors import data_stats as get_data_stats
 from ingestion.uploads import human_bytes
@@ -23,7 +28,49 @@ def upload_limit() -> str:
     return human_bytes(settings.CL_UPLOAD_MAX_BYTES)
 
 
-def overview(schema) -> dict:
+def overview() -> dict:
+    """The overview's facts, gathered once per change of what they show (overview_stamp)."""
+    key = "page:overview:" + hashlib.sha256(repr(overview_stamp()).encode()).hexdigest()
+    facts = cache.get(key)
+    if facts is None:
+        facts = _overview_facts(DatasetSchema.current())
+        if facts["active"]:  # the parts of the page that only show these facts, rendered once with them
+            facts["cards_html"] = render_to_string("dashboards/overview_cards.html", facts)
+            facts["metrics_html"] = render_to_string("dashboards/overview_metrics.html", facts)
+        cache.set(key, facts, timeout=24 * 3600)
+    return facts
+
+
+def overview_stamp() -> tuple:
+    """What the overview shows depends on, in one statement of indexed lookups: the newest
+    schema, version, deployment and run (with its status), the rejected versions, the batches
+    waiting and held, the master summary's last change and the schedule's next run. A deploy or
+    rollback adds a deployment; a run's outcome changes its status; a merge, release or discard
+    changes the batch counts; a new version, schema or upload adds a row."""
+    tables = {model: connection.ops.quote_name(model._meta.db_table)
+              for model in (DatasetSchema, ModelVersion, Deployment, TrainingRun, DataBatch, MasterSummary, Schedule)}
+    rows = connection.ops.quote_name("rows")
+    sql = f"""SELECT
+        (SELECT MAX(id) FROM {tables[DatasetSchema]}),
+        (SELECT MAX(id) FROM {tables[ModelVersion]}),
+        (SELECT COUNT(*) FROM {tables[ModelVersion]} WHERE status = %s),
+        (SELECT MAX(id) FROM {tables[Deployment]}),
+        (SELECT MAX(id) FROM {tables[TrainingRun]}),
+        (SELECT status FROM {tables[TrainingRun]} ORDER BY id DESC LIMIT 1),
+        (SELECT MAX(id) FROM {tables[DataBatch]}),
+        (SELECT COUNT(*) FROM {tables[DataBatch]} WHERE status = %s),
+        (SELECT SUM({rows}) FROM {tables[DataBatch]} WHERE status = %s),
+        (SELECT COUNT(*) FROM {tables[DataBatch]} WHERE status = %s),
+        (SELECT updated_at FROM {tables[MasterSummary]} WHERE id = 1),
+        (SELECT next_run FROM {tables[Schedule]} WHERE name = %s),
+        (SELECT cron FROM {tables[Schedule]} WHERE name = %s)"""
+    staged, held = DataBatch.Status.STAGED, DataBatch.Status.HELD
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [ModelVersion.Status.REJECTED, staged, staged, held, schedule.NAME, schedule.NAME])
+        return cursor.fetchone()
+
+
+def _overview_facts(schema) -> dict:
     # The active version comes with its last deployment: one query for both.
     last_deployment = (Deployment.objects.select_related("user", "to_version__schema")
                        .filter(to_version__status=ModelVersion.Status.ACTIVE).first())

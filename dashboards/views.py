@@ -32,8 +32,7 @@ batch_predict_required = permission_required("modelhub.batch_predict", raise_exc
 
 @view_required
 def overview(request):
-    context = selectors.overview(DatasetSchema.current())
-    return render(request, "dashboards/overview.html", {**context, "health": selectors.health_summary()})
+    return render(request, "dashboards/overview.html", {**selectors.overview(), "health": selectors.health_summary()})
 
 
 @view_required

@@ -229,3 +229,39 @@ def test_cached_parts_of_pages_render_as_html_and_follow_what_they_show(client, 
     table = client.get(reverse("models")).content.decode()
     assert 'v1.0</a></td><td><span class="badge active">' in table
     assert f'v{newer.version}</a></td><td><span class="badge retired">' in table
+
+
+def test_the_overview_follows_every_change_it_shows(client, ready, users, demo):
+    from ingestion.services import discard_batch, hold_batches, ingest_path
+    from modelhub import schedule, services
+    from modelhub.models import TrainingRun
+    from modelhub.runs import request_retraining
+    from modelhub.tests.helpers import deployed_copy
+
+    login(client, users["engineer"])
+
+    def overview() -> str:
+        return " ".join(client.get(reverse("overview")).content.decode().split())
+
+    assert "0 <small>staged files, 0 rows" in overview()
+    batch = ingest_path(demo.write("more.csv", slice(2000, 2300)))
+    assert "1 <small>staged file, 300 rows" in overview()
+    hold_batches([batch])  # as a rejected run does
+    assert "0 <small>staged files, 0 rows" in overview() and "1 held</a>" in overview()
+    discard_batch(batch=batch, user=users["engineer"], reason="not needed")
+    assert "held</a>" not in overview()
+
+    run = request_retraining(user=users["engineer"], trigger=TrainingRun.Trigger.MANUAL, enqueue=False).run
+    assert f"Run {run.pk}</a> <span class=\"badge queued\">" in overview()
+    TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FAILED)  # as the sweep does
+    assert f"Run {run.pk}</a> <span class=\"badge failed\">" in overview()
+
+    schedule.change(user=users["engineer"], cron=schedule.weekly_cron("mon", "03:15"))
+    assert "every Monday at 03:15" in overview()
+    schedule.change(user=users["engineer"], cron=None)
+    assert "retraining schedule: off" in overview()
+
+    newer = deployed_copy()
+    assert f">v{newer.version}</a> <small>" in overview()
+    services.activate_version(version=ready, user=users["engineer"], reason="back")
+    assert ">v1.0</a> <small>" in overview() and "(rollback: back)" in overview()
