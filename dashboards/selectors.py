@@ -85,7 +85,7 @@ def _overview_facts(schema) -> dict:
         "last_run": TrainingRun.objects.defer("stages", "details").first(),
         "schedule": schedule.describe(),
         "history_chart": figures.history(last=30),
-        "predict_fields": predict_fields(schema, summary) if schema else "",
+        "predict_fields": predict_fields(schema) if schema else "",
     }
 
 
@@ -160,17 +160,11 @@ def versions_table(page_number, stamp: str) -> str:
     return html
 
 
-def predict_fields(schema, summary) -> str:
-    """The overview's (unbound) prediction form fields, rendered once per schema and master
-    summary: Django renders every widget through a template, about 12 ms for the demo's 19."""
-    stamp = summary.updated_at
-    key = f"form:predict:{schema.pk}:{stamp.timestamp() if stamp else 0}"
-    html = cache.get(key)
-    if html is None:
-        form = PredictForm(schema=schema, **predict_hints())
-        html = render_to_string("dashboards/predict_fields.html", {"form": form})
-        cache.set(key, html, timeout=7 * 24 * 3600)
-    return html
+def predict_fields(schema) -> str:
+    """The overview's (unbound) prediction form fields as HTML. Django renders every widget
+    through a template, about 12 ms for the demo's 19, so the overview keeps this with its facts."""
+    form = PredictForm(schema=schema, **predict_hints())
+    return render_to_string("dashboards/predict_fields.html", {"form": form})
 
 
 def schedule_initial(current) -> dict:

@@ -1,7 +1,6 @@
 """Thin views: an access check, a form, one service call, then redirect or render."""
 from pathlib import Path
 
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_not_required, permission_required
 from django.core.paginator import Paginator
