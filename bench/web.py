@@ -6,7 +6,7 @@ each beside a raw counterpart served by the same server in the same run.
 A throw-away CL_HOME (SQLite, the default configuration) is initialised on demo rows 0-3,999
 (model v1.0) with 500 versions in the history (bulk-created, sharing the active artifact), a
 Viewer's API token (api.services.create_token) and an ML engineer's session. gunicorn runs the
-command of scripts/run.sh (gthread, 2 workers x 8 threads, its timeout and request limits),
+command of scripts/run.sh (2 sync workers, its timeout and request limits),
 read from that file, without the access log (as behind a proxy that logs), serving
 bench.bare:application: the site's WSGI application with the bare view added (bench/bare.py).
 wrk (Debian's) loads it from a process of its own on 127.0.0.1: 64 connections, 2 threads,

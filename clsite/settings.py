@@ -81,6 +81,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # Calls to the API, authenticated by their token, leave here for TOKEN_CALL_MIDDLEWARE.
+    "api.middleware.TokenCallsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -93,6 +95,13 @@ MIDDLEWARE = [
     "clsite.security.ContentSecurityPolicyMiddleware",
     # Last, as django-axes asks: it turns a locked-out login into the lock-out page.
     "axes.middleware.AxesMiddleware",
+]
+TOKEN_CALL_MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    # Content-Length: without it gunicorn sends the answer chunked, one more write per call.
+    "django.middleware.common.CommonMiddleware",
+    "clsite.security.ContentSecurityPolicyMiddleware",
+    "axes.middleware.AxesMiddleware",  # the 429 for the guess that reaches the limit
 ]
 
 AUTHENTICATION_BACKENDS = [

@@ -9,6 +9,7 @@ from django.test import Client
 
 from api import auth
 from api.models import ApiToken
+from api.schemas import PredictOut
 from api.services import create_token, revoke_token
 from audit.models import AuditEvent
 from modelhub import scoring, serving, training
@@ -44,6 +45,7 @@ def test_predict_answers_in_row_order_as_the_pipeline_does(tokens, demo):
     assert response.status_code == 200, response.content
     body = response.json()
     assert body["version"] == "1.0" and len(body["predictions"]) == 50
+    assert PredictOut.model_validate(body).model_dump() == body  # the documented schema, exactly
     version, model = serving.active_model()
     expected = training.positive_proba(model, training.features_frame(demo.frame.iloc[3000:3050].replace({"": None}), version.schema))
     assert np.allclose([p["probability"] for p in body["predictions"]], expected, atol=1e-6)
@@ -85,6 +87,22 @@ def test_no_token_a_wrong_token_and_a_revoked_one_get_401_and_a_role_without_the
     auth.forget()  # another process, or this one TOKEN_CACHE_SECONDS later
     assert call("post", "/predict", tokens["viewer"], json={"rows": rows}).status_code == 401
     assert AuditEvent.objects.filter(action="auth.login_failed", target__startswith="api token cl_not-a-r").exists()
+
+
+def test_api_calls_take_the_short_middleware_stack_with_the_sites_header_and_https_rules(tokens, users, demo, settings):
+    rows = demo_rows(demo, 3000, 3001)
+    answer = call("post", "/predict", tokens["viewer"], json={"rows": rows})
+    assert answer.status_code == 200
+    assert answer["Content-Length"] == str(len(answer.content)) and answer["X-Content-Type-Options"] == "nosniff"
+    assert answer["Content-Security-Policy"] == "default-src 'none'; frame-ancestors 'none'"
+    assert not answer.cookies and "Cookie" not in answer.get("Vary", "")  # no session, no CSRF cookie
+    logged_in = Client()
+    logged_in.force_login(users["admin"])
+    assert logged_in.post("/api/v1/predict", {"rows": rows}, content_type="application/json").status_code == 401
+    assert logged_in.get("/").headers["X-Frame-Options"] == "DENY"  # pages keep the site's stack
+    settings.SECURE_SSL_REDIRECT = True
+    redirected = call("post", "/predict", tokens["viewer"], json={"rows": rows})
+    assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
 
 
 def test_repeated_bad_tokens_from_one_address_are_locked_out(tokens, settings):
