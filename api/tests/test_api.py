@@ -100,6 +100,7 @@ def test_api_calls_take_the_short_middleware_stack_with_the_sites_header_and_htt
     logged_in.force_login(users["admin"])
     assert logged_in.post("/api/v1/predict", {"rows": rows}, content_type="application/json").status_code == 401
     assert logged_in.get("/").headers["X-Frame-Options"] == "DENY"  # pages keep the site's stack
+    assert call("get", "/no-such-call", tokens["viewer"]).status_code == 404  # the 404 page needs no session
     settings.SECURE_SSL_REDIRECT = True
     redirected = call("post", "/predict", tokens["viewer"], json={"rows": rows})
     assert redirected.status_code == 301 and redirected["Location"].startswith("https://")
