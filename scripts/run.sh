@@ -39,11 +39,12 @@ WORKER=$!
 trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; exit 0' INT TERM EXIT
 # Request limits: the request line and headers are gunicorn's to bound; the body (one file up to
 # CL_UPLOAD_MAX_BYTES) is the app's, which refuses it before storing a byte when it must.
-# Sync workers (two: one per core of a small machine): each answers one request at a time, taken from the kernel's queue
-# that all of them share, so no request waits behind one worker's backlog while another is free
-# (bench/web.py: an API p99 of 55-75 ms at 64 connections, against 150-300 ms with gthread's
-# threads, which keep each connection on one worker). In production a proxy in front buffers
-# slow clients' uploads and downloads (SECURITY.md); raise WEB_WORKERS if long uploads are common.
+# Sync workers (two: one per core of a small machine): each answers one request at a time,
+# taken from the kernel's queue that all of them share, so no request waits behind one worker's
+# backlog while another is free (bench/web.py: an API p99 of 55-75 ms at 64 connections, against
+# 150-300 ms with gthread's threads, which keep each connection on one worker). In production a
+# proxy in front buffers slow clients' uploads and downloads (SECURITY.md); raise WEB_WORKERS if
+# long uploads are common.
 .venv/bin/gunicorn clsite.wsgi:application --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --timeout 600 \
   --limit-request-line 4094 --limit-request-fields 100 --limit-request-field_size 8190 \
   --access-logfile - --error-logfile - --log-level warning
