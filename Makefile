@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 CL_HOME ?= $(CURDIR)/var
 export CL_HOME
 
-.PHONY: run test test-quick test-scaleout bench bench-families install browser clean
+.PHONY: run test test-quick test-scaleout bench bench-families install nginx browser clean
 
 $(BIN)/activate: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(BIN)/activate: requirements.txt
 
 install: $(BIN)/activate
 
-run: install
+# The web server's buffering front is Debian's nginx (scripts/serve.sh): installed when missing,
+# its system service left off.
+run: install nginx
 	@bash scripts/run.sh
+
+nginx:
+	@bash scripts/install-nginx.sh
 
 # The whole suite on SQLite (browser tests included), then the scale-out tests on
 # PostgreSQL + Redis, which run on 127.0.0.1 on every project machine.

@@ -4,18 +4,38 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-MAX_ROWS = 10_000
+from modelhub.inputs import MAX_ROWS
+
+MAX_LIMIT = 1000  # versions per page of GET /models
+MAX_OFFSET = 1_000_000_000
+MAX_ID = 2**63 - 1  # the largest id the database stores
 
 Value = str | float | int | bool | None
 
 
 class PredictIn(BaseModel):
-    rows: list[dict[str, Any]] = Field(description=f"1 to {MAX_ROWS:,} rows, each {{feature: value}}; a feature left out is missing.")
+    rows: list[dict[str, Value]] = Field(
+        min_length=1, max_length=MAX_ROWS,
+        description=f"1 to {MAX_ROWS:,} rows, each {{feature: value}}: numbers as JSON numbers or text, categories as "
+                    "text; null, \"\" or a missing-value marker (NA, N/A, NaN, null, None) is a missing value. A feature "
+                    "left out is missing, which is refused (400) for a feature the model never saw missing in training.",
+    )
+
+
+# The body is read by api.rows (bounded, orjson), so ninja is told its schema here.
+PREDICT_BODY = {"required": True, "content": {"application/json": {"schema": PredictIn.model_json_schema()}}}
+
+
+class RowWarning(BaseModel):
+    field: str
+    message: str
 
 
 class Prediction(BaseModel):
     probability: float = Field(description="Probability of the positive label.")
     label: str
+    warnings: list[RowWarning] = Field(description="What to read the answer with: a category the model has not seen, "
+                                                "a number outside the range of its training data.")
 
 
 class PredictOut(BaseModel):

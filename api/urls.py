@@ -1,5 +1,5 @@
 """The API's URLs: ninja's, told how the site's middleware and upload handler should treat them."""
-from ninja.errors import AuthenticationError
+from ninja.errors import AuthenticationError, HttpError
 
 from .auth import TokenAuth
 from .endpoints import api
@@ -27,8 +27,11 @@ def _token_or_login(view):
     auth = TokenAuth()
 
     def schema(request, *args, **kwargs):
-        if not request.user.is_authenticated and not auth(request):
-            return api.on_exception(request, AuthenticationError())
+        try:
+            if not request.user.is_authenticated and not auth(request):
+                return api.on_exception(request, AuthenticationError())
+        except HttpError as exc:  # 429 when the address is locked out: answered as every other call's
+            return api.on_exception(request, exc)
         return view(request, *args, **kwargs)
 
     return schema

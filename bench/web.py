@@ -1,14 +1,17 @@
-"""Benchmark: the API and the pages over HTTP, through gunicorn with the production settings,
-each beside a raw counterpart served by the same server in the same run.
+"""Benchmark: the API and the pages over HTTP, through the web server as `make run` and
+production start it (scripts/serve.sh: nginx in front of gunicorn), each beside a raw counterpart
+served by the same server in the same run.
 
     .venv/bin/python bench/web.py [--quick] [--keep] [--duration S] [--rounds N]
 
 A throw-away CL_HOME (SQLite, the default configuration) is initialised on demo rows 0-3,999
 (model v1.0) with 500 versions in the history (bulk-created, sharing the active artifact), a
-Viewer's API token (api.services.create_token) and an ML engineer's session. gunicorn runs the
-command of scripts/run.sh (2 sync workers, its timeout and request limits),
-read from that file, without the access log (as behind a proxy that logs), serving
-bench.bare:application: the site's WSGI application with the bare view added (bench/bare.py).
+Viewer's API token (api.services.create_token) and an ML engineer's session. The server is
+scripts/serve.sh itself, as scripts/run.sh starts it: Debian's nginx on a free port (its access
+log to a file) buffering each request, then gunicorn's 2 sync workers on a unix socket (their
+timeout and request limits), serving bench.bare:application (WSGI_APP): the site's WSGI
+application with the bare view added (bench/bare.py). Every request, the static file's too, goes
+through nginx to gunicorn.
 wrk (Debian's) loads it from a process of its own on 127.0.0.1: 64 connections, 2 threads,
 each endpoint in turn for --duration seconds, after a warm-up of every endpoint; --rounds
 rounds, medians reported. Any response other than 200 counts as an error.
@@ -77,19 +80,24 @@ def lua_string(text: str | None) -> str:
     return "nil" if text is None else json.dumps(text, ensure_ascii=True)
 
 
-def gunicorn_command(bind: str) -> list[str]:
-    """The gunicorn command of scripts/run.sh, with its defaults filled in, serving
-    bench.bare:application, without the access log."""
-    text = (ROOT / "scripts" / "run.sh").read_text().replace("\\\n", " ")
-    line = next(line for line in text.splitlines() if line.strip().startswith(".venv/bin/gunicorn"))
-    line = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line).replace('"$HOST:$PORT"', bind)
+SERVE = ROOT / "scripts" / "serve.sh"
+
+
+def gunicorn_command() -> list[str]:
+    """The gunicorn command of scripts/serve.sh, with its defaults filled in (for the report)."""
+    text = SERVE.read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.strip().startswith('"$GUNICORN"'))
+    line = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", line.split(" &")[0]).replace('"$TIMEOUT"', "600")
     words = shlex.split(line)
-    words[0] = str(Path(sys.executable).parent / "gunicorn")
-    words[1] = "bench.bare:application"
-    if "--access-logfile" in words:
-        i = words.index("--access-logfile")
-        del words[i:i + 2]
+    words[0], words[1] = ".venv/bin/gunicorn", "bench.bare:application"
+    words = [w.replace("$SOCKET", "$CL_HOME/run/web/gunicorn.sock") for w in words]
     return words
+
+
+def nginx_version() -> str:
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    done = subprocess.run([nginx, "-v"], capture_output=True, text=True, check=False)
+    return done.stderr.strip().split("/")[-1]
 
 
 def free_port() -> int:
@@ -166,35 +174,42 @@ def wrk(base: str, spec: tuple, seconds: float, folder: Path) -> dict:
 
 
 class Server:
+    """scripts/serve.sh (nginx in front of gunicorn) in a process group of its own."""
+
     def __init__(self, home: Path):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        self.command = gunicorn_command(f"127.0.0.1:{self.port}")
-        self.log = home / "gunicorn.log"
+        self.command = gunicorn_command()
+        self.log = home / "serve.log"
+        self.access_log = home / "access.log"
         self.process = None
 
     def __enter__(self):
-        env = dict(os.environ)
-        self.process = subprocess.Popen(self.command, cwd=ROOT, env=env, stdout=self.log.open("wb"), stderr=subprocess.STDOUT)
+        env = dict(os.environ, HOST="127.0.0.1", PORT=str(self.port), WSGI_APP="bench.bare:application",
+                   CL_ACCESS_LOG=str(self.access_log), PY=sys.executable)
+        self.process = subprocess.Popen(["bash", str(SERVE)], cwd=ROOT, env=env, stdout=self.log.open("wb"),
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise SystemExit(f"gunicorn stopped:\n{self.log.read_text()[-3000:]}")
+                raise SystemExit(f"scripts/serve.sh stopped:\n{self.log.read_text()[-3000:]}")
             try:
                 urllib.request.urlopen(self.base + "/healthz", timeout=2)
                 return self
-            except urllib.error.HTTPError:
-                return self  # 503 (no worker running): the server answers
+            except urllib.error.HTTPError as exc:
+                if exc.code not in (502, 504):  # nginx answers, gunicorn not yet
+                    return self  # 503 (no worker running): the server answers
+                time.sleep(0.3)
             except OSError:
                 time.sleep(0.3)
-        raise SystemExit("gunicorn did not answer within 60 s")
+        raise SystemExit("scripts/serve.sh did not answer within 60 s")
 
     def __exit__(self, *exc):
-        self.process.terminate()
+        self.process.terminate()  # serve.sh stops nginx and gunicorn
         try:
-            self.process.wait(timeout=30)
+            self.process.wait(timeout=40)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, 9)
             self.process.wait()
 
 
@@ -260,19 +275,20 @@ def targets_from(per_round: dict, versions: int) -> list:
     return targets
 
 
-MARKDOWN = """### HTTP: the API and the pages through gunicorn (`bench/web.py`)
+MARKDOWN = """### HTTP: the API and the pages through nginx and gunicorn (`bench/web.py`)
 
 {header}
 
 {table}
 
-gunicorn as scripts/run.sh starts it, **without the access log** (a production deployment
-behind a proxy that logs): `{command}`. SQLite (the default configuration), DEBUG off, model
+The web server as `make run` and production start it (`scripts/serve.sh`): Debian's nginx
+({nginx}, one worker process, access log to a file) reads each request whole, then hands it over a
+unix socket to `{command}`; every request, the static file's too, takes that path. SQLite (the default configuration), DEBUG off, model
 v{version} ({estimator}), {versions} versions in the history. Load from Debian's wrk
 ({wrk}) in a process of its own on 127.0.0.1: {connections} connections, {threads} threads,
 {seconds:g} s per endpoint per round after a warm-up, {rounds} rounds interleaved, medians (ratios: the
-median of each round's ratio); any answer but 200 counts as an error. wrk and gunicorn share
-the {cores} cores.
+median of each round's ratio); any answer but 200 counts as an error. wrk, nginx and gunicorn
+share the {cores} cores.
 
 | endpoint | req/s | p50 | p99 | errors |
 | --- | ---: | ---: | ---: | ---: |
@@ -288,6 +304,8 @@ def main() -> None:
     args = parser.parse_args()
     if not shutil.which("wrk"):
         raise SystemExit("wrk is needed: apt-get install -y wrk (make bench installs it)")
+    if not (shutil.which("nginx") or os.access("/usr/sbin/nginx", os.X_OK)):
+        raise SystemExit("nginx is needed (scripts/serve.sh's front): bash scripts/install-nginx.sh (make run installs it)")
     started = time.perf_counter()
     home = common.throwaway_home("web", keep=args.keep)
     seconds = args.duration or (3 if args.quick else 10)
@@ -301,13 +319,13 @@ def main() -> None:
     active = ModelVersion.active()
     folder = home / "wrk"
     folder.mkdir()
-    print(f"gunicorn and wrk: {rounds} rounds of {seconds:g} s per endpoint ...", flush=True)
+    print(f"nginx + gunicorn (scripts/serve.sh) and wrk: {rounds} rounds of {seconds:g} s per endpoint ...", flush=True)
     with Server(home) as server:
         specs = endpoints(state, server.base)
         per_round = measure(server, specs, rounds, seconds, 3 if args.quick else 5, folder, meter)
     log = server.log.read_text()
-    if "Traceback" in log or "[ERROR]" in log:
-        print(f"gunicorn logged errors:\n{log[-3000:]}")
+    if "Traceback" in log or "[ERROR]" in log or "[error]" in log or "[crit]" in log:
+        print(f"the server logged errors:\n{log[-3000:]}")
     targets = targets_from(per_round, state["versions"])
     wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.split()[1]
     rows = []
@@ -315,15 +333,16 @@ def main() -> None:
         rs = per_round[name]
         rows.append(f"| `{spec[0]} {spec[1]}` | {common.median(r['rps'] for r in rs):,.0f} | {common.median(r['p50_us'] for r in rs) / 1e3:.1f} ms | "
                     f"{common.median(r['p99_us'] for r in rs) / 1e3:.1f} ms | {sum(r['errors'] for r in rs)} |")
-    shown = " ".join(shlex.quote(w) for w in [".venv/bin/gunicorn", *server.command[1:]])
+    shown = " ".join(shlex.quote(w) for w in server.command)
+    nginx = nginx_version()
     markdown = MARKDOWN.format(header="{header}", table=common.targets_markdown(targets), command=shown, version=active.version,
-                               estimator=active.estimator, versions=state["versions"], wrk=wrk_version, connections=CONNECTIONS,
+                               estimator=active.estimator, versions=state["versions"], wrk=wrk_version, nginx=nginx, connections=CONNECTIONS,
                                threads=WRK_THREADS, seconds=seconds, rounds=rounds, cores=os.cpu_count(), endpoints="\n".join(rows))
     common.write_result("web", started=started, meter=meter, targets=targets, markdown=markdown, quick=args.quick,
-                        extra_versions={"wrk": wrk_version},
-                        details={"gunicorn": shown, "connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds_per_endpoint": seconds,
+                        extra_versions={"wrk": wrk_version, "nginx": nginx},
+                        details={"gunicorn": shown, "nginx": nginx, "connections": CONNECTIONS, "wrk_threads": WRK_THREADS, "seconds_per_endpoint": seconds,
                                  "rounds": per_round, "endpoints": {k: [v[0], v[1]] for k, v in specs.items()},
-                                 "gunicorn_log_tail": log[-2000:]})
+                                 "server_log_tail": log[-2000:]})
 
 
 if __name__ == "__main__":

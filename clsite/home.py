@@ -37,9 +37,9 @@ def ensure_layout() -> None:
 def atomic_write_bytes(target: Path, data: bytes) -> None:
     """Write via a temporary file in the same folder and os.replace, so readers never see half a file."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    # Owner-only (0600), as everything under CL_HOME: people and scripts read mirrors as its owner.
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
     try:
-        os.chmod(tmp, 0o644)  # mirrors are for people and scripts to read
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

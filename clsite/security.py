@@ -1,5 +1,8 @@
-"""Who is asking, as far as the network lets us know, what a locked-out client is told, and the
-content security policy of each response."""
+"""Who is asking, as far as the network lets us know, what a locked-out client is told, whose
+failed logins a success forgets, and the content security policy of each response."""
+from axes.handlers.database import AxesDatabaseHandler
+from axes.helpers import get_client_username, get_failure_limit
+from axes.models import AccessAttempt
 from csp.middleware import CSPMiddleware
 from django.conf import settings
 from django.http import JsonResponse
@@ -23,11 +26,19 @@ def lockout_response(request, original_response=None, credentials=None):
                                            f"try again in {round(wait.total_seconds() / 60)} minutes"}, status=429)
         response["Retry-After"] = str(int(wait.total_seconds()))
         return response
-    from axes.helpers import get_client_username, get_failure_limit
-
     context = {"failure_limit": get_failure_limit(request, credentials), "cooloff_timedelta": wait,
                "username": get_client_username(request, credentials) or ""}
     return render(request, "registration/lockout.html", context, status=429)
+
+
+class LockoutHandler(AxesDatabaseHandler):
+    """django-axes' database handler, except that a successful login forgets only the failures
+    for that username. axes' own reset also deletes every failure from the address, whoever it
+    was for, so anyone with one account could keep guessing another's password forever."""
+
+    def reset_user_attempts(self, request, credentials=None) -> int:
+        count, _ = AccessAttempt.objects.filter(username=get_client_username(request, credentials)).delete()
+        return count
 
 
 # What a browser may do with a response that is not a page (JSON, CSV, files): nothing.

@@ -42,8 +42,15 @@ def envint(name: str, default: str) -> int:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {value!r}") from None
 
 
+# Everything under CL_HOME (the database with password hashes and sessions, uploaded data,
+# scoring results, models, logs) is for the account running the site only, whatever umask it was
+# started with. Every process (manage.py and its commands, qcluster, gunicorn/runserver through
+# wsgi.py, the tests) imports these settings before it creates a file, so this is the one place.
+os.umask(0o077)
+
 CL_HOME = Path(os.getenv("CL_HOME", str(BASE_DIR / "var"))).resolve()
 # The SQLite file and upload temp files live here, so the folder must exist before Django starts.
+CL_HOME.mkdir(mode=0o700, parents=True, exist_ok=True)
 for _folder in ("tmp", "staticfiles"):
     (CL_HOME / _folder).mkdir(parents=True, exist_ok=True)
 
@@ -154,11 +161,13 @@ AUTH_PASSWORD_VALIDATORS = [
 
 # Login throttling (django-axes): this many failures for a username, or from an address, lock
 # further attempts (site, admin and API logins) for CL_LOGIN_LOCKOUT_MINUTES; an admin can
-# unlock sooner (admin → Axes → Access attempts: delete).
+# unlock sooner (admin → Axes → Access attempts: delete). A successful login forgets that
+# username's failures only, never other users' failures from the same address (LockoutHandler).
 AXES_FAILURE_LIMIT = envint("CL_LOGIN_FAILURE_LIMIT", "5")
 AXES_COOLOFF_TIME = timedelta(minutes=envint("CL_LOGIN_LOCKOUT_MINUTES", "15"))
 AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
 AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "clsite.security.LockoutHandler"
 AXES_LOCKOUT_CALLABLE = "clsite.security.lockout_response"
 AXES_CLIENT_IP_CALLABLE = "clsite.security.client_ip"
 # Behind a TLS-terminating proxy, the address the proxy puts last in X-Forwarded-For is the client's.
@@ -176,6 +185,9 @@ if HTTPS:
     if CL_PROXY_COUNT == 0:
         CL_PROXY_COUNT = 1
 SESSION_COOKIE_HTTPONLY = True
+# No script of ours reads the CSRF cookie (forms, and upload.js's FormData, carry the token), so
+# none may: an injected script cannot lift it.
+CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = envint("CL_SESSION_HOURS", "12") * 3600
 X_FRAME_OPTIONS = "DENY"
 
@@ -224,6 +236,9 @@ FILE_UPLOAD_PERMISSIONS = 0o600
 CL_UPLOAD_MAX_BYTES = envint("CL_UPLOAD_MAX_BYTES", str(1024**3))
 # A request's body beyond its one file: the form's fields and the multipart framing.
 CL_REQUEST_OVERHEAD_BYTES = 1 << 20
+# A prediction call's JSON body (10,000 rows of up to 100 features; README "API"): read whole
+# before it is checked, so it is bounded; more answers 413.
+CL_PREDICT_MAX_BYTES = envint("CL_PREDICT_MAX_MB", "32") << 20
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 200
 # Share of rows held out for evaluation, chosen by a hash of each row's id (or content).
 CL_HOLDOUT_PERCENT = envint("CL_HOLDOUT_PERCENT", "20")
@@ -248,6 +263,7 @@ CL_KEEP_QUARANTINE_DAYS = envint("CL_KEEP_QUARANTINE_DAYS", "30")
 CL_KEEP_ARCHIVE_DAYS = envint("CL_KEEP_ARCHIVE_DAYS", "365")
 CL_KEEP_LOG_MB = envint("CL_KEEP_LOG_MB", "20")
 CL_KEEP_SCORING_HOURS = envint("CL_KEEP_SCORING_HOURS", "24")
+CL_SCORING_MAX_QUEUED_PER_USER = envint("CL_SCORING_MAX_QUEUED_PER_USER", "3")  # more queued jobs are refused
 
 # Alert mail: SMTP when EMAIL_HOST is set, else printed on the console of the process that sends it.
 EMAIL_HOST = os.getenv("EMAIL_HOST", "")
@@ -310,9 +326,16 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    # A 503 is an answer we give on purpose (/healthz while unhealthy, no model yet), not an error to log.
+    "filters": {"not_503": {"()": "django.utils.log.CallbackFilter", "callback": lambda r: getattr(r, "status_code", 500) != 503}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"},
+                 "errors": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["not_503"]}},
     "loggers": {
         "clsite": {"handlers": ["console"], "level": os.getenv("CL_LOG_LEVEL", "WARNING")},
         "django_q": {"handlers": ["console"], "level": "WARNING"},
+        # A view's unhandled exception: its traceback on stderr of gunicorn/runserver (Django's
+        # default sends it to mail_admins only, i.e. nowhere). Not propagated: in DEBUG Django's
+        # own console handler would print it twice.
+        "django.request": {"handlers": ["errors"], "level": "ERROR", "propagate": False},
     },
 }

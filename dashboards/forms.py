@@ -24,7 +24,10 @@ class LiveAtForm(forms.Form):
         text = self.cleaned_data["at"].strip()
         if not text:
             return None
-        when = parse_datetime(text.replace("T", " "))
+        try:
+            when = parse_datetime(text.replace("T", " "))
+        except ValueError:  # well-formed but no such moment: 2026-13-45 99:99
+            when = None
         if when is None:
             raise forms.ValidationError("Enter a date and time like 2026-11-20 14:00.")
         return timezone.make_aware(when) if timezone.is_naive(when) else when

@@ -181,7 +181,8 @@ def deployments(request):
     if form.is_valid() and form.cleaned_data["at"]:
         live_at = {"at": form.cleaned_data["at"], "version": services.version_live_at(form.cleaned_data["at"])}
     page = Paginator(Deployment.objects.select_related("from_version", "to_version", "user"), 30).get_page(request.GET.get("page"))
-    return render(request, "dashboards/deployments.html", {"page": page, "form": form, "live_at": live_at})
+    return render(request, "dashboards/deployments.html", {"page": page, "form": form, "live_at": live_at},
+                  status=400 if form.errors else 200)
 
 
 @view_required
@@ -193,10 +194,15 @@ def predict(request):
     result = None
     if request.method == "POST" and form.is_valid():
         try:
-            loaded, proba = serving.predict_rows([form.row()])
-            result = {"version": loaded.version, "probability": proba[0], "prediction": loaded.labels(proba)[0]}
+            loaded, checked, proba = serving.predict_request([form.row()])
         except (serving.NoActiveModel, services.artifacts.ArtifactError) as exc:
             messages.error(request, str(exc))
+        else:
+            for problem in checked.problems:  # the API's rules: a 400 there is a field's error here
+                form.add_error(problem["field"] if problem["field"] in form.fields else None, problem["message"])
+            if proba is not None:
+                result = {"version": loaded.version, "probability": proba[0], "prediction": loaded.labels(proba)[0],
+                          "warnings": checked.warnings.get(0, [])}
     jobs = scoring.visible_to(request.user)[:5] if request.user.has_perm("modelhub.batch_predict") else []
     return render(request, "dashboards/predict.html", {
         "schema": schema, "form": form, "result": result, "batch_form": BatchPredictForm(), "jobs": jobs,
@@ -238,25 +244,30 @@ def scoring_result(request, pk: int):
 
 @view_required
 def status(request):
+    return _status_page(request)
+
+
+def _status_page(request, schedule_form=None):
     report = health.report()
     alerts.evaluate(report)
-    current = schedule.current()
-    form = ScheduleForm(initial=selectors.schedule_initial(current)) if request.user.has_perm("modelhub.retrain_model") else None
+    if schedule_form is None and request.user.has_perm("modelhub.retrain_model"):
+        schedule_form = ScheduleForm(initial=selectors.schedule_initial(schedule.current()))
     return render(request, "dashboards/status.html", {
-        "report": report, "checked_at": timezone.now(), "schedule_form": form, "schedule": schedule.describe(), "cleanup": retention.plan(),
-        "cleanup_next": retention.next_run_words(),
-    })
+        "report": report, "checked_at": timezone.now(), "schedule_form": schedule_form, "schedule": schedule.describe(),
+        "cleanup": retention.plan(), "cleanup_next": retention.next_run_words(),
+    }, status=400 if schedule_form is not None and schedule_form.errors else 200)
 
 
 @require_POST
 @retrain_required
 def schedule_change(request):
     form = ScheduleForm(request.POST)
-    if form.is_valid():
-        schedule.change(user=request.user, cron=form.cleaned_data["expression"])
-        messages.success(request, f"Saved: {schedule.describe()}.")
-    else:
+    if not form.is_valid():
+        # The page again with what was typed, and a 400: nothing was saved.
         messages.error(request, " ".join(form.non_field_errors()) or "Check the schedule's fields.")
+        return _status_page(request, schedule_form=form)
+    schedule.change(user=request.user, cron=form.cleaned_data["expression"])
+    messages.success(request, f"Saved: {schedule.describe()}.")
     return redirect("status")
 
 

@@ -15,7 +15,6 @@ from typing import BinaryIO, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
 DELIMITERS = (",", ";", "\t")
@@ -26,8 +25,6 @@ BLOCK_SIZE = 512 << 10
 CHECK_BYTES = 2 << 20
 SNIFF_BYTES = 1 << 16
 SCAN_CHUNK = 8 << 20
-# A number as people write it in a CSV; "inf", "nan" and "1,5" are not numbers here.
-NUMBER_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 # Files people upload by mistake, recognised by their first bytes (not all of them hold a NUL early).
 MAGIC = {
     b"\x1f\x8b": "gzip-compressed",
@@ -88,10 +85,6 @@ def parse_header(head: bytes, *, whole: bool) -> tuple[list[str], str]:
         position = [i for i, name in enumerate(header, start=1) if not name][0]
         raise HeaderError("header", f"the header has an empty column name (column {position})", line=1)
     return header, delimiter
-
-
-def is_number(values: pa.Array | pa.ChunkedArray) -> pa.Array:
-    return pc.match_substring_regex(values, NUMBER_PATTERN)
 
 
 def read_options(header: list[str]) -> pacsv.ReadOptions:

@@ -2,12 +2,20 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from . import values
+
+
+def default_missing_markers() -> list[str]:
+    return values.marker_list(values.DEFAULT_MISSING_MARKERS)
+
 
 class DatasetSchema(models.Model):
     """The contract every upload is checked against, learned from the first dataset.
 
     `features` is a list of {"name", "kind": "numeric"|"categorical", "categories": [...]}
     in the order of the first file. `major` is the model version's major number.
+    `missing_markers` are the values that mean "no value" in this dataset's files (the empty
+    string always, NA, N/A, ... as set at init_cl_system), compared trimmed and case-insensitively.
     """
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -17,6 +25,10 @@ class DatasetSchema(models.Model):
     negative_label = models.CharField(max_length=200)
     id_column = models.CharField(max_length=200, blank=True)
     features = models.JSONField()
+    missing_markers = models.JSONField(
+        default=default_missing_markers, blank=True,
+        help_text="Values that mean 'no value' in an upload (compared trimmed, in any case); the empty string always does.",
+    )
 
     class Meta:
         ordering = ["-major"]
@@ -45,6 +57,11 @@ class DatasetSchema(models.Model):
         """The header a file must have, in the order of the template."""
         head = [self.id_column] if self.id_column else []
         return head + self.feature_names + [self.target]
+
+    @property
+    def markers(self) -> frozenset[str]:
+        """The missing-value markers as compared (values.marker_set): what every door reads as missing."""
+        return values.marker_set(self.missing_markers)
 
     @property
     def labels(self) -> list[str]:

@@ -42,6 +42,7 @@ def create_schema(learned: LearnedSchema) -> DatasetSchema:
         target=learned.target,
         positive_label=learned.positive_label,
         negative_label=learned.negative_label,
+        missing_markers=learned.missing_markers,
         id_column=learned.id_column,
         features=learned.features,
     )

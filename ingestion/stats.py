@@ -109,20 +109,25 @@ def combine(summaries: list[dict]) -> dict:
 
 
 def describe(combined: dict) -> dict:
-    """Readable per-column figures (mean, std, top values) from a combined summary."""
+    """Readable per-column figures (mean, std, top values, missing count and share of rows) from a combined summary."""
     columns = {}
+    rows = combined.get("rows", 0)
     for name, acc in combined["numeric"].items():
         n = acc["count"]
         mean = acc["sum"] / n if n else None
         var = max(acc["sumsq"] / n - mean * mean, 0.0) if n else None
         columns[name] = {
-            "kind": "numeric", "count": n, "missing": acc["missing"], "mean": mean,
+            "kind": "numeric", "count": n, "missing": acc["missing"], "missing_share": _share(acc["missing"], rows), "mean": mean,
             "std": math.sqrt(var) if var is not None else None, "min": acc["min"], "max": acc["max"],
         }
     for name, acc in combined["categorical"].items():
         counts = Counter(acc["counts"])
         columns[name] = {
-            "kind": "categorical", "count": sum(counts.values()), "missing": acc["missing"],
+            "kind": "categorical", "count": sum(counts.values()), "missing": acc["missing"], "missing_share": _share(acc["missing"], rows),
             "top": dict(counts.most_common(10)), "distinct_seen": len(counts),
         }
     return columns
+
+
+def _share(part: int, whole: int) -> float:
+    return part / whole if whole else 0.0

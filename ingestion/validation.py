@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from . import csvio, hashing
+from . import values as value_rules
 from .buffers import string_buffers
 from .stats import StatsAccumulator, value_counts
 
@@ -31,7 +32,7 @@ CODES = {
     "ragged_row": "Wrong number of fields",
     "bad_quoting": "Bad quoting",
     "not_a_number": "Text in a numeric column",
-    "not_finite": "inf or NaN in a numeric column",
+    "not_finite": "inf or a number too large in a numeric column",
     "unknown_label": "Unknown target label",
     "empty_label": "Empty target label",
     "empty_id": "Empty id",
@@ -235,8 +236,6 @@ class _ParquetSink:
             raise self._error
 
 
-# inf and NaN as people write them, and the usual words for "no value" that are not numbers either.
-NOT_FINITE_PATTERN = r"^[+-]?(inf|infinity|nan|na|n/a|null|none)$"
 MESSAGES = {
     "not_finite": "{value!r} is not a finite number",
     "not_a_number": "{value!r} is not a number",
@@ -257,6 +256,11 @@ class _BlockChecker:
         self.encoded = set(schema.categorical_features) | {schema.target}
         self.block_schema = pa.schema([pa.field(f.name, csvio.DICTIONARY) if f.name in self.encoded else f for f in arrow_schema(schema)])
         self.numeric = set(schema.numeric_features)
+        # The schema's missing-value markers (NA, N/A, ... and the empty string), trimmed and lower-cased.
+        self.markers = schema.markers
+        # A label that is a marker can only be an old schema's (learning refuses them): it stays a label.
+        self.target_markers = self.markers - {label.strip().lower() for label in schema.labels}
+        self.marker_chars = max(map(len, self.markers))
         self.order = {name: i for i, name in enumerate(schema.columns)}
         self.labels = pa.array(schema.labels, pa.string())
         self.label_text = " or ".join(map(repr, schema.labels))
@@ -288,31 +292,12 @@ class _BlockChecker:
         return typed
 
     def _numeric(self, name: str, values: pa.Array) -> pa.Array:
-        present = pc.greater(pc.binary_length(values), 0)
-        if not pc.all(present).as_py():
-            values = pc.if_else(present, values, pa.scalar(None, pa.string()))  # an empty number is missing
-        try:
-            # Arrow's cast takes exactly our numbers plus inf and nan in their spellings, so a
-            # clean block needs no pattern matching; a block with anything else takes the slow path.
-            numbers = pc.cast(values, pa.float64())
-        except pa.ArrowInvalid:
-            numbers = self._numeric_slow(name, values)
-        # inf and NaN, written as such or too large for a float (1e999).
-        if _all_finite(numbers):
-            return numbers
-        not_finite = pc.fill_null(pc.invert(pc.is_finite(numbers)), False)
-        self._problem("not_finite", not_finite, values, name)
-        return pc.if_else(not_finite, pa.scalar(None, pa.float64()), numbers)
-
-    def _numeric_slow(self, name: str, values: pa.Array) -> pa.Array:
-        text = pc.utf8_trim_whitespace(values)
-        empty = pc.fill_null(pc.equal(text, ""), True)  # null: an empty value, made missing above
-        bad = pc.fill_null(pc.and_(pc.invert(csvio.is_number(text)), pc.invert(empty)), False)
-        word = pc.match_substring_regex(text, NOT_FINITE_PATTERN, ignore_case=True)
-        self._problem("not_finite", pc.and_(bad, word), values, name)
-        self._problem("not_a_number", pc.and_(bad, pc.invert(word)), values, name)
-        clean = pc.if_else(pc.or_(bad, empty), pa.scalar(None, pa.string()), text)
-        return pc.cast(clean, pa.float64())
+        # By values.number's rule: a clean block costs one cast; markers (NA, ...) are missing values.
+        reading = value_rules.read_numbers(values, self.markers)
+        if reading.not_finite is not None:
+            self._problem("not_finite", reading.not_finite, values, name)
+            self._problem("not_a_number", reading.not_a_number, values, name)
+        return reading.numbers
 
     def _target(self, values: pa.Array) -> pa.Array:
         # Read dictionary-encoded: counting works on the indices, not the text.
@@ -321,7 +306,7 @@ class _BlockChecker:
             self.counts[self.schema.target] = counts  # the usual case: nothing to trim or report
             return _encoded(values)
         values = pc.utf8_trim_whitespace(_decoded(values))
-        empty = pc.equal(values, "")
+        empty = value_rules.missing_mask(values, self.target_markers)  # "" or a marker such as NA
         unknown = pc.and_(pc.invert(pc.is_in(values, value_set=self.labels)), pc.invert(empty))
         self._problem("empty_label", empty, values, self.schema.target)
         self._problem("unknown_label", unknown, values, self.schema.target)
@@ -330,9 +315,16 @@ class _BlockChecker:
     def _ids(self, values: pa.Array) -> pa.Array:
         if _may_need_trim(values):
             values = pc.utf8_trim_whitespace(values)
-        self._problem("empty_id", pc.equal(values, ""), values, self.schema.id_column)
+        self._problem("empty_id", self._missing_ids(values), values, self.schema.id_column)
         self.id_hashes.append(np.sort(hashing.hash_strings(values)))
         return values
+
+    def _missing_ids(self, values: pa.Array) -> pa.Array:
+        """Empty ids and ids that are markers (NA); only ids as short as a marker are looked at."""
+        short = pc.less_equal(pc.utf8_length(values), self.marker_chars)
+        if not pc.any(short).as_py():
+            return short
+        return pc.and_(short, value_rules.missing_mask(values, self.markers))
 
     def _categorical(self, name: str, values: pa.Array) -> pa.Array:
         # Counting the raw values first (the stats need the counts anyway) shows whether any
@@ -342,10 +334,13 @@ class _BlockChecker:
         if any(value != value.strip() for value, _ in counts):
             values = pc.utf8_trim_whitespace(_decoded(values))
             counts = value_counts(values)
-        self.counts[name] = [(value, n) for value, n in counts if value != ""]
-        if len(self.counts[name]) < len(counts):
+        # Empty values and markers (NA, ...) are missing values, not categories; the check is on
+        # the block's distinct values.
+        missing = {value for value, _ in counts if value_rules.text(value, self.markers) is None}
+        self.counts[name] = [(value, n) for value, n in counts if value not in missing] if missing else counts
+        if missing:
             values = _decoded(values)
-            values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+            values = pc.if_else(pc.is_in(values, value_set=pa.array(sorted(missing), pa.string())), pa.scalar(None, pa.string()), values)
         return _encoded(values)
 
     def _problem(self, code: str, mask: pa.Array, values: pa.Array, column: str) -> None:
@@ -364,7 +359,11 @@ class _BlockChecker:
                     candidates.append((i, self.order[column], code, column, values))
         candidates.sort(key=lambda c: (c[0], c[1]))
         for i, _, code, column, values in candidates[:max(room, 0)]:
-            message = MESSAGES[code].format(value=values[i].as_py(), labels=self.label_text)
+            value = values[i].as_py()
+            if code in ("empty_label", "empty_id") and value and value.strip():
+                message = f"the {'target' if code == 'empty_label' else 'id'} is {value!r}, which marks a missing value"
+            else:
+                message = MESSAGES[code].format(value=value, labels=self.label_text)
             record = first_record + i
             # A provisional line (header + row number); _locate corrects it for blank lines,
             # skipped rows and values that span lines.
@@ -385,12 +384,6 @@ class _BlockChecker:
                 self.report.warn("new_category", f"{name}: values not seen before: {shown}", column=name, values=dict(unseen.most_common(50)))
         if self.duplicate_ids:
             self.report.warn("duplicate_ids", f"{self.duplicate_ids} row(s) repeat an id already in the file; the last one wins", count=self.duplicate_ids)
-
-
-def _all_finite(numbers: pa.Array) -> bool:
-    if numbers.null_count == 0 and np.isfinite(np.add.reduce(numbers.to_numpy())):
-        return True  # inf or NaN would have made the sum inf or NaN: no need to test each value
-    return (pc.sum(pc.is_finite(numbers)).as_py() or 0) == len(numbers) - numbers.null_count
 
 
 def _decoded(values: pa.Array) -> pa.Array:

@@ -42,7 +42,6 @@ then predictor.proba_one({feature: value}), .proba_many([rows]) or .proba_frame(
 """
 import logging
 import math
-import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +57,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from ingestion import values as value_rules
+
 from . import training
 
 log = logging.getLogger("clsite.modelhub")
@@ -65,9 +66,8 @@ log = logging.getLogger("clsite.modelhub")
 # The same operations in the same order give the same bits; this only allows for a BLAS that
 # sums a dot product in another order for another memory alignment.
 SELF_CHECK_TOLERANCE = 1e-12
-# Strings float() and pd.to_numeric read alike. Others ("1_000", " 12", "inf", full-width
-# digits...) are read differently by the two, so they go to the Pipeline.
-_PLAIN_NUMBER = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# Strings that are numbers by ingestion.values' rule, which float() and pd.to_numeric read
+# alike. Others ("1_000", " 12", "inf", full-width digits...) go to the Pipeline.
 _UNKNOWN_PROBE = "\x00fastpath probe: not a category\x00"
 _PLAIN_TYPES = {type(None), str, float, int}
 _PROBE_NUMBERS = (None, 0, 1, -1.5, 2.25, "3.5", 10, 1000.0, 123.456, -7, "", 0.001)
@@ -120,6 +120,16 @@ class Predictor:
                 pass
         return self._pipeline_proba(training.features_frame(pd.DataFrame(rows), self.schema))
 
+    def proba_columns(self, columns: Mapping[str, Sequence]) -> np.ndarray:
+        """The same for columns already read by modelhub.inputs: numbers as float64 arrays (NaN
+        missing), categories as text or None; one column per feature."""
+        if self._program is not None:
+            try:
+                return self._program.proba_columns({name: columns[name] for name in self._program.inputs})
+            except _Unusual:
+                pass
+        return self._pipeline_proba(training.features_frame(pd.DataFrame(dict(columns)), self.schema))
+
     def proba_frame(self, frame: pd.DataFrame) -> np.ndarray:
         """The same for a DataFrame with the schema's columns, as serving.predict receives."""
         if len(frame) == 0:
@@ -170,7 +180,7 @@ def _number(value: Any) -> float:
     if kind is str:
         if value == "":
             return math.nan
-        if not _PLAIN_NUMBER.fullmatch(value):
+        if not value_rules.is_number_text(value):
             raise _Unusual
         number = float(value)
     elif kind is float or isinstance(value, np.floating):

@@ -129,6 +129,9 @@ class ModelVersion(models.Model):
     drift = models.JSONField(default=dict, blank=True)
     candidates = models.JSONField(default=list, blank=True, help_text="Every estimator tried, with its cross-validated score.")
     environment = models.JSONField(default=dict, blank=True)
+    profile = models.JSONField(default=dict, blank=True, help_text=(
+        "What its training rows held, per feature: the missing share and a number's range; a request "
+        "that leaves out a feature never missing in training is refused, values out of range are flagged."))
 
     class Meta:
         ordering = ["-major", "-minor"]
@@ -225,9 +228,20 @@ class ScoringJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     expires_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True)
+    # The scoring chain (modelhub.scoring): the one job handed to the worker, how many times it
+    # was handed over (the task carries that number; an older task finds it changed and does
+    # nothing), when, and the running job's last sign of life.
+    in_flight = models.BooleanField(default=False)
+    dispatches = models.PositiveIntegerField(default=0)
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    beat_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # One scoring task in the worker's queue at a time, whatever the process that starts it.
+            models.UniqueConstraint(fields=["in_flight"], condition=Q(in_flight=True), name="one_scoring_in_flight"),
+        ]
 
     def __str__(self) -> str:
         return f"scoring {self.pk} ({self.original_name})"

@@ -113,7 +113,7 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
     version = services.register_version(
         model=fit.pipeline, schema=schema, run=run, estimator=fit.name, training_rows=int((~held_out).sum()),
         holdout_rows=int(held_out.sum()), training_seconds=fit.seconds, candidates=fit.candidates, metrics=metrics,
-        validation=validation, drift=drift_report, environment=environment(),
+        validation=validation, drift=drift_report, environment=environment(), profile=training.profile(X[~held_out], schema),
         trained_on=sorted({int(b) for b in frame[master.BATCH_COLUMN].unique()}),
     )
     run.candidate = version

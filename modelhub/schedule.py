@@ -2,7 +2,7 @@
 import re
 from datetime import datetime
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from django.utils import timezone
 from django_q.models import Schedule
 
@@ -40,6 +40,12 @@ def valid_cron(expression: str) -> str:
     expression = " ".join(expression.split())
     if not croniter.is_valid(expression) or len(expression.split()) != 5:
         raise ScheduleError(f"{expression!r} is not a five-field cron expression (minute hour day month weekday)")
+    # Well-formed is not enough: "0 0 30 2 *" never comes, and croniter raises when asked for its
+    # next run. Every date that exists comes within 8 years (29 February), so look that far only.
+    try:
+        croniter(expression, timezone.localtime(), max_years_between_matches=8).get_next(datetime)
+    except CroniterError:
+        raise ScheduleError(f"{expression!r} never runs: no date matches it (such as 30 February)") from None
     return expression
 
 

@@ -5,6 +5,26 @@ result downloaded when done and kept for CL_KEEP_SCORING_HOURS.
 The file's header is checked when it is submitted, so a wrong file is refused at once; the
 rows are read as the Pipeline would read them (training.features_frame) and scored with the
 version that was active when the job started, whatever happens meanwhile.
+
+Fair queues: the system's own tasks (a requested retraining, the watchdog, the clean-up) share
+django-q2's one queue with scoring, so scoring must never fill it. Jobs wait in the database
+(status queued), not in the broker, and they are scored by a chain of ONE task at a time:
+
+- `kick()` hands the next job to the worker when no job is in flight: users in turn (whoever
+  was served least recently first), each user's oldest job first. The database decides: at most
+  one ScoringJob row is `in_flight` (a partial unique constraint), so two processes kicking at
+  once start one chain, on SQLite and PostgreSQL alike, with either broker.
+- That task scores its job, then kicks again: the next scoring task goes to the back of the
+  queue, behind any system task enqueued meanwhile. Scoring thus holds at most one worker, and
+  a system task waits for at most the one job being scored, never for every job queued.
+- Whoever submits a job kicks, and so does the watchdog every minute, after `sweep()`: a job
+  running with no sign of life for STALE_AFTER (its worker killed) is failed, and a job handed
+  over but not started for CL_QUEUED_RUN_MINUTES (its task lost, e.g. a Redis flushed) is
+  handed over again with a new attempt number, so the older task, if it ever comes, does
+  nothing. A lost task therefore never stops the chain for good.
+
+Each user may have CL_SCORING_MAX_QUEUED_PER_USER jobs waiting; one more is refused
+(ScoringLimit) and nothing of it is kept.
 """
 import logging
 import shutil
@@ -16,15 +36,18 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from django.conf import settings
-from django.db import transaction
+from django.contrib.auth import get_user_model
+from django.db import IntegrityError, transaction
+from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from audit.services import record
 from clsite import exports, home
 from clsite.users import real_user
 from ingestion import csvio
+from ingestion import values as value_rules
 
-from . import serving
+from . import inputs, serving
 from .models import ScoringJob
 
 log = logging.getLogger("clsite.modelhub")
@@ -32,10 +55,22 @@ log = logging.getLogger("clsite.modelhub")
 LINE_COUNT_BYTES = 8 << 20
 TASK = "modelhub.tasks.run_scoring_job"
 FOLDER = "scoring"
+# A running job writes its progress (and beat_at) with every chunk, a few times a second; one
+# silent this long has lost its worker.
+STALE_AFTER = timedelta(minutes=5)
 
 
 class ScoringError(ValueError):
     """The file cannot be scored; the message says why."""
+
+
+class ScoringLimit(ScoringError):
+    """The user already has as many jobs waiting as CL_SCORING_MAX_QUEUED_PER_USER allows."""
+
+    def __init__(self, waiting: int, limit: int):
+        self.waiting, self.limit = waiting, limit
+        super().__init__(f"you already have {waiting} scoring job{'s' if waiting != 1 else ''} waiting, and the limit is "
+                         f"{limit} per user (CL_SCORING_MAX_QUEUED_PER_USER); submit this file when one of them has started")
 
 
 def submit(*, source: Path, original_name: str, user) -> ScoringJob:
@@ -52,28 +87,111 @@ def submit(*, source: Path, original_name: str, user) -> ScoringJob:
     missing = [name for name in schema.feature_names if name not in header]
     if missing:
         raise ScoringError(f"missing columns: {', '.join(missing)}; download the template from the data page")
+    owner = real_user(user)
     with transaction.atomic():
-        job = ScoringJob.objects.create(original_name=original_name[:255], created_by=real_user(user),
+        if owner is not None:
+            # One submit at a time per user (PostgreSQL; SQLite's transactions are IMMEDIATE), so
+            # two at once cannot both pass the count.
+            get_user_model().objects.select_for_update().filter(pk=owner.pk).first()
+            waiting = ScoringJob.objects.filter(created_by=owner, status=ScoringJob.Status.QUEUED).count()
+            if waiting >= settings.CL_SCORING_MAX_QUEUED_PER_USER:
+                raise ScoringLimit(waiting, settings.CL_SCORING_MAX_QUEUED_PER_USER)
+        job = ScoringJob.objects.create(original_name=original_name[:255], created_by=owner,
                                         size_bytes=source.stat().st_size, version=loaded.version)
         job.input_path = f"{FOLDER}/{job.pk:06d}-input.csv"
         home.path(FOLDER).mkdir(parents=True, exist_ok=True)
         shutil.move(source, home.path(job.input_path))
         job.save(update_fields=["input_path"])
         record(actor=user, action="scoring.requested", target=str(job), details={"bytes": job.size_bytes})
-        transaction.on_commit(lambda: _enqueue(job))
+        transaction.on_commit(kick)
     return job
 
 
-def _enqueue(job: ScoringJob) -> None:
+def fair_order():
+    """The queued jobs not yet handed over, in the order they are scored: users in turn (the one
+    served least recently first; never served: first), each user's oldest first."""
+    last_started = (ScoringJob.objects.filter(created_by=OuterRef("created_by"), started_at__isnull=False)
+                    .order_by("-started_at").values("started_at")[:1])
+    return (ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED, in_flight=False)
+            .annotate(last_served=Subquery(last_started))
+            .order_by(F("last_served").asc(nulls_first=True), "created_at", "pk"))
+
+
+def kick() -> int | None:
+    """Start the chain if no job is in flight: hand the next job to the worker. Returns its id,
+    or None (one is in flight already, or nothing waits). Safe to call from anywhere, any time."""
+    sweep()
+    for _ in range(3):
+        if ScoringJob.objects.filter(in_flight=True).exists():
+            return None
+        job = fair_order().only("pk", "dispatches").first()
+        if job is None:
+            return None
+        attempt = job.dispatches + 1
+        try:
+            with transaction.atomic():
+                taken = ScoringJob.objects.filter(pk=job.pk, status=ScoringJob.Status.QUEUED, in_flight=False).update(
+                    in_flight=True, dispatches=attempt, dispatched_at=timezone.now())
+        except IntegrityError:
+            return None  # another process started the chain this instant
+        if taken:
+            _enqueue(job.pk, attempt)
+            return job.pk
+    return None
+
+
+def sweep() -> dict:
+    """Put the chain right: fail a running job whose worker died, hand a lost task's job over again."""
+    now = timezone.now()
+    failed, again = [], []
+    for job in ScoringJob.objects.filter(status=ScoringJob.Status.RUNNING, beat_at__lt=now - STALE_AFTER):
+        if _finish(job, ScoringJob.Status.FAILED, beat_at=job.beat_at,
+                   error=f"the worker stopped while scoring this file (no progress for {int(STALE_AFTER.total_seconds() // 60)} "
+                         "minutes: killed or restarted); submit the file again"):
+            home.path(f"{FOLDER}/{job.pk:06d}-result.csv").unlink(missing_ok=True)
+            failed.append(job.pk)
+    lost = now - timedelta(minutes=settings.CL_QUEUED_RUN_MINUTES)
+    for job in ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED, in_flight=True, dispatched_at__lt=lost):
+        attempt = job.dispatches + 1
+        if ScoringJob.objects.filter(pk=job.pk, status=ScoringJob.Status.QUEUED, in_flight=True,
+                                     dispatches=job.dispatches).update(dispatches=attempt, dispatched_at=now):
+            log.warning("scoring job %s was handed to the worker %s ago and never started; handing it over again",
+                        job.pk, now - job.dispatched_at)
+            _enqueue(job.pk, attempt)
+            again.append(job.pk)
+    # A finished job always leaves the chain (its finishing update does it); this is a safety net.
+    ScoringJob.objects.filter(in_flight=True).exclude(
+        status__in=[ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING]).update(in_flight=False)
+    return {"failed": failed, "handed_again": again}
+
+
+def _enqueue(job_id: int, attempt: int) -> None:
     from django_q.tasks import async_task
 
-    async_task(TASK, job.pk, task_name=f"scoring-{job.pk}")
+    async_task(TASK, job_id, attempt, task_name=f"scoring-{job_id}" + (f"-{attempt}" if attempt > 1 else ""))
 
 
-def run(job: ScoringJob) -> ScoringJob:
-    """Score a queued job to its end; a job that is not queued (any more) is left as it is."""
-    if not ScoringJob.objects.filter(pk=job.pk, status=ScoringJob.Status.QUEUED).update(
-            status=ScoringJob.Status.RUNNING, started_at=timezone.now()):
+def run_task(job_id: int, attempt: int | None = None) -> str:
+    """The worker's part: score the job handed over (if this task is still the one for it), then
+    hand the next job over, at the back of the queue."""
+    try:
+        job = ScoringJob.objects.filter(pk=job_id).first()
+        return run(job, attempt=attempt).status if job else "missing"
+    finally:
+        try:
+            kick()
+        except Exception:  # the watchdog kicks again within a minute
+            log.exception("could not hand the next scoring job to the worker")
+
+
+def run(job: ScoringJob, *, attempt: int | None = None) -> ScoringJob:
+    """Score a queued job to its end; a job that is not queued (any more) is left as it is, and
+    so is one handed over again since `attempt` (the task is not the job's latest)."""
+    now = timezone.now()
+    claim = ScoringJob.objects.filter(pk=job.pk, status=ScoringJob.Status.QUEUED)
+    if attempt is not None:
+        claim = claim.filter(in_flight=True, dispatches=attempt)
+    if not claim.update(status=ScoringJob.Status.RUNNING, started_at=now, beat_at=now):
         job.refresh_from_db()
         return job
     job.refresh_from_db()
@@ -88,7 +206,13 @@ def run(job: ScoringJob) -> ScoringJob:
         message = str(exc) if isinstance(exc, (ScoringError, serving.NoActiveModel)) else f"{type(exc).__name__}: {exc}"
         _finish(job, ScoringJob.Status.FAILED, error=message)
         return job
-    _finish(job, ScoringJob.Status.DONE, result_path=result)
+    except BaseException as exc:
+        # django-q2's timeout (a SystemExit raised in the task) or a shutdown: record it, then let it stop us.
+        home.path(result).unlink(missing_ok=True)
+        _finish(job, ScoringJob.Status.FAILED, error=f"stopped before it finished ({type(exc).__name__}); submit the file again")
+        raise
+    if not _finish(job, ScoringJob.Status.DONE, result_path=result):
+        home.path(result).unlink(missing_ok=True)  # failed meanwhile by a sweep: its result is not kept
     return job
 
 
@@ -108,12 +232,14 @@ def _score(job: ScoringJob, loaded: serving.Loaded, source: Path, target: Path) 
         for batch in batches:
             if not batch.num_rows:
                 continue
-            proba = loaded.predictor.proba_frame(_typed_frame(batch, schema))
+            features, warnings = _typed_frame(batch, loaded.version)
+            proba = loaded.predictor.proba_frame(features)
             columns = {}
             if schema.id_column in wanted:
                 columns[exports.safe_cell(schema.id_column)] = _safe_text(batch.column(schema.id_column))
             columns["probability"] = pa.array(proba.round(4))
             columns["prediction"] = labels.take(pa.array(proba >= serving.THRESHOLD).cast(pa.int8()))
+            columns["warnings"] = _safe_text(warnings)
             table = pa.table(columns)
             if writer is None:
                 writer = pacsv.CSVWriter(target, table.schema)
@@ -129,29 +255,36 @@ def _score(job: ScoringJob, loaded: serving.Loaded, source: Path, target: Path) 
         raise ScoringError("the file has a header but no rows")
 
 
-def _typed_frame(batch: pa.RecordBatch, schema) -> pd.DataFrame:
-    """The chunk's features typed by Arrow, several times faster than pandas on text: blanks
-    missing, numbers parsed, categories as a Categorical (each distinct value looked up once).
-    A numeric column with a value that is not a number stays text, and training.features_frame
-    then reads it exactly as for the Pipeline."""
-    columns = {}
+def _typed_frame(batch: pa.RecordBatch, version) -> tuple[pd.DataFrame, pa.Array]:
+    """The chunk's features read by the rules every door uses (modelhub.inputs, typed by Arrow,
+    several times faster than pandas on text): numbers parsed, blanks and missing-value markers
+    missing, categories trimmed as a Categorical (each distinct value looked up once); and each
+    row's warnings. A value that is not a number is scored as missing, and says so there."""
+    schema = version.schema
+    markers = schema.markers
+    typed, not_numbers = {}, {}
     for feature in schema.features:
         name = feature["name"]
         if name not in batch.schema.names:
             continue
-        values = batch.column(name)
-        if pa.types.is_dictionary(values.type):
-            categories = values.to_pandas()
-            columns[name] = categories.cat.remove_categories([""]) if "" in categories.cat.categories else categories
-            continue
-        values = pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+        column = batch.column(name)
         if feature["kind"] == "numeric":
-            try:
-                values = pc.cast(values, pa.float64())
-            except pa.ArrowInvalid:
-                pass
-        columns[name] = values.to_pandas()
-    return pd.DataFrame(columns)
+            if pa.types.is_dictionary(column.type):
+                column = column.dictionary_decode()
+            reading = value_rules.read_numbers(column, markers)
+            typed[name] = reading.numbers
+            if reading.not_a_number is not None:
+                refused = pc.or_(reading.not_a_number, reading.not_finite)
+                if pc.any(refused).as_py():
+                    not_numbers[name] = refused
+        else:
+            typed[name] = inputs.text_column(column, markers)
+    warnings = inputs.batch_warnings(typed, schema, version.profile or {}, not_numbers)
+    frame = {}
+    for name, column in typed.items():
+        values = column.to_pandas()
+        frame[name] = values.cat.remove_unused_categories() if isinstance(values.dtype, pd.CategoricalDtype) else values
+    return pd.DataFrame(frame), warnings
 
 
 def _count_lines(path: Path) -> int:
@@ -169,15 +302,22 @@ def _safe_text(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
 
 
-def _finish(job: ScoringJob, status: str, *, result_path: str = "", error: str = "") -> None:
+def _finish(job: ScoringJob, status: str, *, result_path: str = "", error: str = "", beat_at=None) -> bool:
+    """End a running job (and its place in the chain); False when it was not running any more
+    (or, with beat_at, has beaten since): then nothing changes."""
     now = timezone.now()
-    fields = {"status": status, "finished_at": now, "error": error, "result_path": result_path,
+    fields = {"status": status, "finished_at": now, "error": error, "result_path": result_path, "in_flight": False,
               "expires_at": now + timedelta(hours=settings.CL_KEEP_SCORING_HOURS)}
     if status == ScoringJob.Status.DONE:
-        fields["rows_estimate"] = ScoringJob.objects.get(pk=job.pk).rows_done
-    ScoringJob.objects.filter(pk=job.pk).update(**fields)
-    home.path(job.input_path).unlink(missing_ok=True)  # the scored file is the result; the input goes
+        fields["rows_estimate"] = F("rows_done")
+    running = ScoringJob.objects.filter(pk=job.pk, status=ScoringJob.Status.RUNNING)
+    if beat_at is not None:
+        running = running.filter(beat_at=beat_at)
+    ended = bool(running.update(**fields))
+    if ended:
+        home.path(job.input_path).unlink(missing_ok=True)  # the scored file is the result; the input goes
     job.refresh_from_db()
+    return ended
 
 
 def visible_to(user):

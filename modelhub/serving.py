@@ -8,13 +8,12 @@ without a joblib load per request. A loaded version is compiled once into the fa
 import threading
 import time
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from django.conf import settings
 
-from . import artifacts, fastpath
+from . import artifacts, fastpath, inputs
 from .models import ModelVersion
 
 THRESHOLD = 0.5
@@ -73,12 +72,14 @@ def active_model() -> tuple[ModelVersion, object]:
     return loaded.version, loaded.model
 
 
-def predict_rows(rows: Sequence[Mapping]) -> tuple[Loaded, np.ndarray]:
-    """The positive-class probability of each row (a dict of raw values by feature name)."""
+def predict_request(rows: list) -> tuple[Loaded, inputs.Checked, np.ndarray | None]:
+    """Rows as a person or a program sends them (the predict page, the API): checked against
+    the active version (modelhub.inputs), and scored when nothing in them is refused (else None)."""
     loaded = active()
-    if len(rows) == 1:
-        return loaded, np.array([loaded.predictor.proba_one(rows[0])])
-    return loaded, loaded.predictor.proba_many(rows)
+    checked = inputs.check_rows(rows, loaded.version)
+    if checked.problem_count:
+        return loaded, checked, None
+    return loaded, checked, loaded.predictor.proba_columns(checked.columns)
 
 
 def predict(frame: pd.DataFrame) -> tuple[ModelVersion, pd.DataFrame]:

@@ -1,5 +1,6 @@
 """One-time set-up: schema, master dataset, model v1.0, roles, schedule, logs."""
 from pathlib import Path
+from typing import Iterable
 
 import joblib
 import numpy as np
@@ -24,7 +25,9 @@ class SetupError(Exception):
 
 
 def initialise(*, data: Path, target: str, id_column: str = "", positive_label: str = "", model_file: Path | None = None,
-               user=None) -> ModelVersion:
+               user=None, missing_markers: Iterable[str] | None = None) -> ModelVersion:
+    """`missing_markers`: the values that mean "no value" in this dataset's files (default
+    ingestion.values.DEFAULT_MISSING_MARKERS); kept with the schema, honoured by every upload."""
     if DatasetSchema.objects.exists():
         raise SetupError("the system is already initialised (a schema exists); use `ingest` and `retrain` from here on")
     data = Path(data)
@@ -33,7 +36,7 @@ def initialise(*, data: Path, target: str, id_column: str = "", positive_label: 
     home.ensure_layout()
     roles.ensure_roles()
     ValidationPolicy.get()
-    learned = learn_schema(data, target=target, id_column=id_column, positive_label=positive_label)
+    learned = learn_schema(data, target=target, id_column=id_column, positive_label=positive_label, missing_markers=missing_markers)
     schema = create_schema(learned)
     try:
         batch = ingest_path(data, user=user, origin=DataBatch.Source.INIT)
@@ -85,7 +88,7 @@ def _import(model_file: Path, schema: DatasetSchema, batch: DataBatch, user) -> 
     version = services.register_version(
         model=model, schema=schema, run=None, imported=True, estimator=f"imported {type(model).__name__}",
         training_rows=int((~held_out).sum()), holdout_rows=int(held_out.sum()), metrics=metrics,
-        trained_on=[batch.pk], environment=retraining.environment(),
+        trained_on=[batch.pk], environment=retraining.environment(), profile=training.profile(X[~held_out], schema),
     )
     services.deploy_version(version=version, user=user, kind=Deployment.Kind.INITIAL, reason=f"imported from {Path(model_file).name}",
                             replacing=None, merge=master.plan_merge([batch], schema, frame=frame, replaced=replaced))

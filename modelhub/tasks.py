@@ -11,8 +11,9 @@ def run_queued_retraining(run_id: int) -> str:
     return execute(TrainingRun.objects.get(pk=run_id)).status
 
 
-def run_scoring_job(job_id: int) -> str:
-    from .models import ScoringJob
-    from .scoring import run
+def run_scoring_job(job_id: int, attempt: int | None = None) -> str:
+    """One link of the scoring chain (modelhub.scoring): scores its job, then hands the next one over.
+    (`attempt` is None only in a task queued before the chain existed.)"""
+    from .scoring import run_task
 
-    return run(ScoringJob.objects.get(pk=job_id)).status
+    return run_task(job_id, attempt)

@@ -87,6 +87,20 @@ def features_frame(frame: pd.DataFrame, schema) -> pd.DataFrame:
     return pd.DataFrame(columns, index=frame.index)
 
 
+def profile(X: pd.DataFrame, schema) -> dict:
+    """What the training rows held, per feature (ModelVersion.profile): the share of missing
+    values and, for a number, its range. Requests are checked against it (modelhub.inputs)."""
+    found = {}
+    for feature in schema.features:
+        values = X[feature["name"]]
+        missing = values.isna()
+        entry = {"missing": round(float(missing.mean()), 6) if len(values) else 0.0}
+        if feature["kind"] == "numeric" and not missing.all():
+            entry.update(min=float(values.min()), max=float(values.max()))
+        found[feature["name"]] = entry
+    return found
+
+
 def labels(frame: pd.DataFrame, schema) -> np.ndarray:
     return (frame[schema.target].astype(str) == schema.positive_label).to_numpy(dtype=np.int8)
 

@@ -1,11 +1,11 @@
 """The watchdog: every minute, in the worker, the worker says it is alive and puts right what
-needs no person (runs whose worker died, lost runs, stale mirrors, missing schedules), then
-people are told what does."""
+needs no person (runs whose worker died, lost runs, stale mirrors, missing schedules, a stopped
+scoring chain), then people are told what does."""
 import logging
 
 from django.utils import timezone
 
-from modelhub import runs
+from modelhub import runs, scoring
 
 from . import alerts, health
 from .models import WorkerBeat
@@ -21,4 +21,11 @@ def tick() -> dict:
     beat()
     report = health.report(repair=True)
     told = alerts.evaluate(report)
-    return {"healthy": report.healthy, "failing": report.failing, "repaired": report.repaired, "alerts": told}
+    # The scoring chain restarted if its task was lost or its worker died (modelhub.scoring).
+    try:
+        handed = scoring.kick()
+    except Exception:
+        log.exception("could not restart the scoring chain")
+        handed = None
+    return {"healthy": report.healthy, "failing": report.failing, "repaired": report.repaired, "alerts": told,
+            "scoring_handed_over": handed}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: set up on first start (migrate, demo data, admin login), then serve the site on
-# 127.0.0.1:8000 with a django-q2 worker beside it. Ctrl-C stops both.
+# 127.0.0.1:8000 (scripts/serve.sh: nginx in front of gunicorn) with a django-q2 worker beside it.
+# Ctrl-C (or SIGTERM to this script) stops all of them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -36,15 +37,20 @@ echo
 
 $PY manage.py qcluster &
 WORKER=$!
-trap 'kill $WORKER 2>/dev/null; wait $WORKER 2>/dev/null; exit 0' INT TERM EXIT
-# Request limits: the request line and headers are gunicorn's to bound; the body (one file up to
-# CL_UPLOAD_MAX_BYTES) is the app's, which refuses it before storing a byte when it must.
-# Sync workers (two: one per core of a small machine): each answers one request at a time,
-# taken from the kernel's queue that all of them share, so no request waits behind one worker's
-# backlog while another is free (bench/web.py: an API p99 of 55-75 ms at 64 connections, against
-# 150-300 ms with gthread's threads, which keep each connection on one worker). In production a
-# proxy in front buffers slow clients' uploads and downloads (SECURITY.md); raise WEB_WORKERS if
-# long uploads are common.
-.venv/bin/gunicorn clsite.wsgi:application --bind "$HOST:$PORT" --workers "${WEB_WORKERS:-2}" --timeout 600 \
-  --limit-request-line 4094 --limit-request-fields 100 --limit-request-field_size 8190 \
-  --access-logfile - --error-logfile - --log-level warning
+# The web server (scripts/serve.sh, as in production): nginx on HOST:PORT reads each request
+# whole, then hands it to gunicorn's sync workers, so no slow client holds a worker.
+HOST="$HOST" PORT="$PORT" bash scripts/serve.sh &
+WEB=$!
+stop() {
+  trap - INT TERM EXIT
+  # The web server stops nginx and gunicorn; qcluster is sent SIGTERM itself (README).
+  kill -TERM "$WEB" "$WORKER" 2>/dev/null || true
+  wait "$WEB" "$WORKER" 2>/dev/null || true
+}
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
+set +e
+wait -n "$WEB" "$WORKER"  # one of them stopped by itself: stop the other
+STATUS=$?
+[ "$STATUS" = 0 ] || echo "make run: the web server or the worker stopped (exit $STATUS)" >&2
+exit "$STATUS"

@@ -136,3 +136,9 @@ def test_blanks_unknown_categories_and_text_in_a_numeric_column_score_as_the_pip
     version, model = serving.active_model()
     expected = training.positive_proba(model, training.features_frame(frame.replace({"": None}), version.schema))
     assert len(scored) == 600 and np.allclose(scored["probability"], expected.round(4), atol=1e-9)
+    # Each row says what the model had not seen (modelhub.inputs, the API's rules).
+    warnings = scored["warnings"].fillna("")
+    assert all("payment_method: a category the model has not seen" in warnings[i] for i in range(0, 600, 13))
+    assert all("tenure: missing, never missing in training" in warnings[i] for i in range(0, 600, 7))
+    assert "monthly_charges: missing, never missing in training" in warnings[450]
+    assert warnings[1] == ""

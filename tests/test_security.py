@@ -308,3 +308,59 @@ def test_nobody_edits_or_deletes_the_audit_log_in_the_admin(ready, users):
     assert (event.action, event.target) == ("test.event", "x")
     response = client.post(reverse("admin:audit_auditevent_changelist"), {"action": "delete_selected", "_selected_action": [event.pk]})
     assert AuditEvent.objects.filter(pk=event.pk).exists() and response.status_code in (200, 302)
+
+
+# --- a clear 4xx, never a 500; and a 500's traceback in the server's log ---------------------------
+
+
+def test_a_date_that_does_not_exist_on_the_deployments_page_is_a_400_that_says_so(ready, users):
+    client = Client()
+    client.force_login(users["viewer"])
+    for at in ("2026-13-45 99:99", "2026-02-30T10:00", "next tuesday"):
+        response = client.get("/deployments/", {"at": at})
+        assert response.status_code == 400 and "Enter a date and time like 2026-11-20 14:00." in response.content.decode(), at
+    assert client.get("/deployments/", {"at": "2026-01-01T10:00"}).status_code == 200
+
+
+def test_a_cron_expression_that_never_fires_is_refused_on_the_status_page(ready, users):
+    from modelhub import schedule
+
+    before = schedule.current() and schedule.current().cron
+    client = Client()
+    client.force_login(users["engineer"])
+    response = client.post(reverse("schedule_change"), {"kind": "cron", "cron": "0 0 30 2 *"})
+    assert response.status_code == 400 and "never runs: no date matches it" in response.content.decode()
+    assert 'value="0 0 30 2 *"' in response.content.decode()  # what was typed, to correct
+    assert (schedule.current() and schedule.current().cron) == before
+    assert client.post(reverse("schedule_change"), {"kind": "cron", "cron": "0 0 29 2 *"}).status_code == 302  # leap days come
+
+
+def test_a_cron_expression_that_never_fires_is_refused_by_the_command(transactional_db, cl_home):
+    code, _, err = run_command("schedule_retraining", "--cron", "0 0 30 2 *")
+    assert code == 1 and "'0 0 30 2 *' never runs: no date matches it" in err and "Traceback" not in err
+
+
+def test_an_unhandled_exception_in_a_view_leaves_its_traceback_on_the_server_s_stderr(ready, users, monkeypatch):
+    import logging
+
+    from ops import health
+
+    def broken():
+        raise RuntimeError("the disk caught fire")
+
+    monkeypatch.setattr(health, "report", broken)
+    [console] = [h for h in logging.getLogger("django.request").handlers if h.name == "errors"]
+    written = io.StringIO()
+    monkeypatch.setattr(console, "stream", written)  # the configured handler, which writes to stderr
+    client = Client(raise_request_exception=False)
+    client.force_login(users["viewer"])
+    assert client.get("/status/").status_code == 500
+    log = written.getvalue()
+    assert "ERROR django.request Internal Server Error: /status/" in log
+    assert "Traceback (most recent call last)" in log and "RuntimeError: the disk caught fire" in log
+    # A 503 given on purpose (/healthz while unhealthy) is an answer, not an error for the log.
+    written.truncate(0)
+    monkeypatch.undo()
+    monkeypatch.setattr(console, "stream", written)
+    assert Client().get("/healthz").status_code == 503  # no worker runs in the tests
+    assert "Service Unavailable" not in written.getvalue()

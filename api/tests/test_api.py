@@ -3,26 +3,17 @@ versions, uploads, runs and scorings through the same services as the pages."""
 import json
 
 import numpy as np
-import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 
 from api import auth
 from api.models import ApiToken
 from api.schemas import PredictOut
-from api.services import create_token, revoke_token
+from api.services import revoke_token
 from audit.models import AuditEvent
 from modelhub import scoring, serving, training
 from modelhub.models import ScoringJob, TrainingRun
 from modelhub.tests.commands import run_command
-
-
-@pytest.fixture
-def tokens(ready, users):
-    auth.forget()
-    made = {name: create_token(user=users[name], name="test")[1] for name in ("nobody", "viewer", "analyst", "engineer", "admin")}
-    yield made
-    auth.forget()
 
 
 def call(method: str, path: str, key: str | None = None, **kwargs):
@@ -215,3 +206,38 @@ def test_admins_make_and_revoke_tokens_in_the_admin_and_both_are_audited(ready, 
     assert token.revoked_at is not None and call("get", "/models", key).status_code == 401
     assert [e.action for e in AuditEvent.objects.filter(action__startswith="api.token").order_by("pk")] == [
         "api.token_created", "api.token_revoked"]
+
+
+def test_the_schema_tells_every_status_bound_and_required_part(tokens):
+    schema = call("get", "/openapi.json", tokens["viewer"]).json()
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            answers = operation["responses"]
+            assert {"401", "403", "429"} <= set(answers), (method, path)
+            assert answers["401"]["headers"]["WWW-Authenticate"]["required"]
+            assert all("application/json" in answer["content"] for code, answer in answers.items() if int(code) >= 400)
+    models = {p["name"]: p["schema"] for p in schema["paths"]["/api/v1/models"]["get"]["parameters"]}
+    assert (models["limit"]["minimum"], models["limit"]["maximum"], models["offset"]["minimum"]) == (1, 1000, 0)
+    for path in ("/api/v1/batches", "/api/v1/scorings"):
+        operation = schema["paths"][path]["post"]
+        assert operation["requestBody"]["content"]["multipart/form-data"]["schema"]["required"] == ["file"]
+        assert {"400", "413"} <= set(operation["responses"])
+    assert {"409", "422"} <= set(schema["paths"]["/api/v1/batches"]["post"]["responses"])
+    result = schema["paths"]["/api/v1/scorings/{job_id}/result"]["get"]["responses"]["200"]
+    assert "text/csv" in result["content"] and result["headers"]["Content-Disposition"]["required"]
+    predict = schema["paths"]["/api/v1/predict"]["post"]
+    rows = predict["requestBody"]["content"]["application/json"]["schema"]["properties"]["rows"]
+    assert (rows["minItems"], rows["maxItems"]) == (1, 10_000) and {"400", "413", "503"} <= set(predict["responses"])
+
+
+def test_paging_the_models_out_of_bounds_is_a_400_with_the_problem(tokens):
+    for query, field in (("limit=-1", "query.limit"), ("limit=0", "query.limit"), ("limit=1001", "query.limit"),
+                         ("limit=x", "query.limit"), ("offset=-1", "query.offset"), ("offset=99999999999999999999", "query.offset")):
+        response = call("get", f"/models?{query}", tokens["viewer"])
+        assert response.status_code == 400, query
+        assert response.json()["detail"] and [e["field"] for e in response.json()["errors"]] == [field], query
+    assert [v["version"] for v in call("get", "/models?limit=1&offset=0", tokens["viewer"]).json()] == ["1.0"]
+    assert call("get", "/models?offset=5", tokens["viewer"]).json() == []
+    assert call("get", "/runs/0", tokens["viewer"]).status_code == 400
+    assert call("get", f"/runs/{2**63}", tokens["viewer"]).status_code == 400
+    assert call("get", "/models/1.99999999999999999999", tokens["viewer"]).status_code == 404

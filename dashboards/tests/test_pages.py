@@ -108,7 +108,7 @@ def test_batch_prediction_returns_a_csv_for_analysts_only(client, ready, users, 
     scoring.run(job)  # the worker's part
     result = client.get(reverse("scoring_result", args=[job.pk]))
     lines = b"".join(result.streaming_content).decode().splitlines()
-    assert lines[0] == '"customer_id","probability","prediction"' and len(lines) == 51
+    assert lines[0] == '"customer_id","probability","prediction","warnings"' and len(lines) == 51
     from django.conf import settings
 
     assert [p.name for p in (settings.CL_HOME / "tmp").iterdir()] == []

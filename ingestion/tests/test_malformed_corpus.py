@@ -99,7 +99,8 @@ CASES = [
     Case("with_a_thousands_separator_in_a_number", lambda s, big: s.with_cell(0, "total_charges", '"3,899.05"'), "not_a_number", 2, "total_charges"),
     Case("with_a_number_with_two_decimal_points", lambda s, big: s.with_cell(14, "monthly_charges", "1.5.2"), "not_a_number", 16, "monthly_charges"),
     Case("with_inf_in_a_numeric_column", lambda s, big: s.with_cell(5, "monthly_charges", "inf"), "not_finite", 7, "monthly_charges"),
-    Case("with_nan_in_a_numeric_column", lambda s, big: s.with_cell(6, "total_charges", "NaN"), "not_finite", 8, "total_charges"),
+    # (NaN, like NA, is a missing-value marker by default: test_missing_markers.)
+    Case("with_infinity_in_a_numeric_column", lambda s, big: s.with_cell(6, "total_charges", "-Infinity"), "not_finite", 8, "total_charges"),
     Case("with_a_number_too_large_for_a_float", lambda s, big: s.with_cell(7, "total_charges", "1e999"), "not_finite", 9, "total_charges"),
     Case("with_a_row_of_too_many_fields", lambda s, big: s.with_line(7, _row(s, 7) + ",surplus"), "ragged_row", 9, None),
     Case("with_a_row_of_too_few_fields", lambda s, big: s.with_line(8, _row(s, 8).rsplit(",", 1)[0]), "ragged_row", 10, None),
@@ -219,7 +220,7 @@ def test_it_counts_every_problem_and_lists_the_first_hundred_in_line_order(syste
     monkeypatch.setattr(csvio, "BLOCK_SIZE", 8 << 10)
     monkeypatch.setattr(csvio, "CHECK_BYTES", 16 << 10)
     frame = demo.frame.iloc[2000:2600].copy()
-    frame.iloc[0:300:2, frame.columns.get_loc("tenure")] = "n/a"  # rows 0, 2, ... 298: 150 "n/a"
+    frame.iloc[0:300:2, frame.columns.get_loc("tenure")] = "inf"  # rows 0, 2, ... 298: 150 "inf"
     frame.iloc[1:300:2, frame.columns.get_loc("tenure")] = "ten"  # rows 1, 3, ... 299: 150 text
     frame.iloc[0:600:20, frame.columns.get_loc("churn")] = "Maybe"  # 30 unknown labels
     path = demo.write("many_problems.csv", frame=frame)

@@ -2,6 +2,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from ingestion import values
 from ingestion.schema import SchemaError
 from modelhub.setup import SetupError, initialise
 
@@ -17,13 +18,19 @@ class Command(BaseCommand):
         parser.add_argument("--model", type=Path,
                             help="import this fitted scikit-learn binary classifier (joblib) as v1.0 instead of training. "
                                  "Loading a pickle runs any code in it: import only a file you trust.")
+        parser.add_argument("--missing-values", default=",".join(m for m in values.DEFAULT_MISSING_MARKERS if m), metavar="\"NA,N/A,...\"",
+                            help="comma-separated values that mean 'no value' in this dataset's files, compared trimmed and in any "
+                                 "case; an empty cell always does (default: %(default)s). Kept with the schema for every upload.")
 
     def handle(self, *args, **options):
         if options["model"]:
             self.stdout.write(f"Loading {options['model']}: a pickle file runs any code it holds, so this trusts the file.")
+        markers = values.marker_list(options["missing_values"].split(","))
+        shown = ", ".join(repr(marker) for marker in markers if marker)
+        self.stdout.write(f"Missing values: empty cells{' and ' + shown if shown else ''} (--missing-values).")
         try:
             version = initialise(data=options["data"], target=options["target"], id_column=options["id_column"],
-                                 positive_label=options["positive_label"], model_file=options["model"])
+                                 positive_label=options["positive_label"], model_file=options["model"], missing_markers=markers)
         except (SetupError, SchemaError) as exc:
             raise CommandError(str(exc)) from None
         metrics = version.metrics
