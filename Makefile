@@ -25,7 +25,7 @@ nginx:
 
 # The whole suite on SQLite (browser tests included), then the scale-out tests on
 # PostgreSQL + Redis, which run on 127.0.0.1 on every project machine.
-test: install
+test: install nginx
 	$(BIN)/python -m pytest -q -m "not scaleout"
 	$(MAKE) --no-print-directory test-scaleout
 
@@ -40,7 +40,7 @@ test-scaleout: install
 
 # Every benchmark beside its raw counterpart (bench/README.md; results in bench/results/), about
 # 15 minutes on two cores. wrk (Debian's) loads the HTTP server from a process of its own.
-bench: install
+bench: install nginx
 	@command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/fastpath.py

@@ -69,6 +69,19 @@ def _token(key: str, request) -> ApiToken | None:
     return token
 
 
+def bearer_user(request):
+    """The user of the request's `Authorization: Bearer` token, or None (no token, an invalid or
+    revoked one, a locked-out address); a wrong token counts as a failed login, as in TokenAuth."""
+    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    if scheme.lower() != "bearer" or not key.strip():
+        return None
+    try:
+        token = _token(key.strip(), request)
+    except HttpError:
+        return None
+    return token.user if token is not None else None
+
+
 def _failed(request, key: str) -> None:
     user_login_failed.send(sender=TokenAuth, credentials={"username": _name(key)}, request=request)
 

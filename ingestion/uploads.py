@@ -76,13 +76,39 @@ class GuardedUploadHandler(TemporaryFileUploadHandler):
         return super().receive_data_chunk(raw_data, start)
 
     def _allowed(self) -> bool:
-        try:
-            view = resolve(self.request.path_info).func
-        except Resolver404:
-            return False
-        permission = getattr(view, "upload_permission", None)
-        user = getattr(self.request, "user", None)
-        return bool(permission and user is not None and user.is_authenticated and user.has_perm(permission))
+        return may_upload(self.request.path_info, getattr(self.request, "user", None))
+
+
+def may_upload(path: str, user) -> bool:
+    """Whether `user` may send a file to `path`: the page or API call takes one (accepts_upload)
+    and the user holds its permission. The upload handler and the web server's front (clsite.gate,
+    before it reads a body) both ask this."""
+    try:
+        view = resolve(path).func
+    except Resolver404:
+        return False
+    permission = getattr(view, "upload_permission", None)
+    return bool(permission and user is not None and user.is_authenticated and user.has_perm(permission))
+
+
+def upload_paths() -> list[str]:
+    """Every address that takes a file (accepts_upload): the web server's front gives these alone
+    its large body limit, and asks clsite.gate before it reads their bodies."""
+    from django.urls import URLPattern, get_resolver
+
+    found = []
+
+    def walk(patterns, prefix: str) -> None:
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if isinstance(pattern, URLPattern):
+                if getattr(pattern.callback, "upload_permission", None):
+                    found.append("/" + route.lstrip("^").rstrip("$"))
+            else:
+                walk(pattern.url_patterns, route)
+
+    walk(get_resolver().url_patterns, "")
+    return sorted(found)
 
 
 def too_large_message() -> str:

@@ -3,8 +3,9 @@ worker in chunks (memory bounded by the chunk, not the file), its progress on it
 result downloaded when done and kept for CL_KEEP_SCORING_HOURS.
 
 The file's header is checked when it is submitted, so a wrong file is refused at once; the
-rows are read as the Pipeline would read them (training.features_frame) and scored with the
-version that was active when the job started, whatever happens meanwhile.
+rows are read by the rules every door uses (ingestion.values, modelhub.inputs), each scored row
+carrying its warnings, with the version that was active when the job started, whatever happens
+meanwhile.
 
 Fair queues: the system's own tasks (a requested retraining, the watchdog, the clean-up) share
 django-q2's one queue with scoring, so scoring must never fill it. Jobs wait in the database

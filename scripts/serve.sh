@@ -63,9 +63,12 @@ import os
 import sys
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clsite.settings")
+import django  # noqa: E402
+
+django.setup()
 from django.conf import settings  # noqa: E402
 
-from ingestion.uploads import too_large_message  # noqa: E402
+from ingestion.uploads import too_large_message, upload_paths  # noqa: E402
 
 env = os.environ
 host = env["HOST"]
@@ -93,7 +96,14 @@ fields = {
     "APP_TIMEOUT": env["TIMEOUT"],
     "TOO_LARGE": "".join(c for c in too_large_message() if c not in '"\\$'),
     "TRUSTED_PROXY": trusted,
+    "FORM_MAX": str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + settings.CL_REQUEST_OVERHEAD_BYTES),
+    "PREDICT_MAX": str(settings.CL_PREDICT_MAX_BYTES),
+    "UPLOAD_PATHS": "|".join(path.replace(".", "\\.") for path in upload_paths()),
 }
+# What every location hands to gunicorn, and how (nginx-proxy.conf.in beside the template).
+fields["PROXY"] = open(os.path.join(os.path.dirname(sys.argv[1]), "nginx-proxy.conf.in")).read().rstrip("\n")
+for name in ("BODY_MAX", "APP_TIMEOUT"):
+    fields["PROXY"] = fields["PROXY"].replace(f"@{name}@", fields[name])
 text = open(sys.argv[1]).read()
 for name, value in fields.items():
     text = text.replace(f"@{name}@", value)

@@ -76,6 +76,8 @@ SITE = {
     ("POST", "status/schedule/"): {**from_role("engineer"), "engineer": 400, "admin": 400},
     ("GET", "status/schedule/"): post_only(),
     ("GET", "healthz"): everyone(OK),
+    # The front's question (hidden from outside by nginx): asked with no upload, no one may send one.
+    ("GET", "__cl/upload-gate"): {role: 401 if role == "anonymous" else 403 for role in ROLES},
 }
 
 # The API: a token per role (anonymous: none). "ok" here is any answer past the token and the

@@ -175,6 +175,18 @@ def login_attempts(base: str, count: int) -> list[int]:
     return statuses
 
 
+MAKE_TOKENS = """
+import json
+from api.services import create_token
+from testing.builders import make_users
+from testing.worker import MARK
+users = make_users()
+print(MARK + json.dumps({name: create_token(user=users[name])[1] for name in ("viewer", "analyst")}))
+"""
+# An upload of 500 MB (within the limit) announced, with only the start of its body sent.
+ANNOUNCED = "POST {path} HTTP/1.1\nHost: 127.0.0.1\n{auth}Content-Type: multipart/form-data; boundary=x\nContent-Length: 524288000\n\n"
+
+
 def test_slow_bodies_hold_no_web_worker(tmp_path):
     assert nginx_binary(), ("nginx is missing: the web server (scripts/serve.sh) needs Debian's nginx in front of gunicorn. "
                             "Install it with `bash scripts/install-nginx.sh` (as root; `make run` and .ci/run do).")
@@ -182,6 +194,7 @@ def test_slow_bodies_hold_no_web_worker(tmp_path):
     home.mkdir(mode=0o700)
     site = Site(home, f"sqlite:///{home / 'db.sqlite3'}", secret=SECRET)
     site.manage("migrate", "--noinput", "-v", "0")
+    tokens = site.shell(MAKE_TOKENS)
     server = Server(site, home)
     sockets = []
     try:
@@ -191,7 +204,7 @@ def test_slow_bodies_hold_no_web_worker(tmp_path):
                                     "Content-Length: 1048576\n\n", b"username=a") for _ in range(4)]
         huge = slow_socket(port, "POST /data/upload/ HTTP/1.1\nHost: 127.0.0.1\n"
                                  "Content-Type: multipart/form-data; boundary=x\nContent-Length: 5368709120\n\n")
-        silent = slow_socket(port, "POST /api/v1/batches HTTP/1.1\nHost: 127.0.0.1\nAuthorization: Bearer not-a-token\n"
+        silent = slow_socket(port, f"POST /api/v1/batches HTTP/1.1\nHost: 127.0.0.1\nAuthorization: Bearer {tokens['analyst']}\n"
                                    "Content-Type: multipart/form-data; boundary=x\nContent-Length: 536870912\n\n")
         headers = slow_socket(port, "GET /healthz HTTP/1.1\nHost: 127.0.0.1\nX-Slow: ")
         sockets = [*logins, huge, silent, headers]
@@ -213,6 +226,18 @@ def test_slow_bodies_hold_no_web_worker(tmp_path):
         huge.settimeout(0.5)
         answer = huge.recv(65536)
         assert answer.startswith(b"HTTP/1.1 413") and b"upload limit" in answer, answer[:300]
+
+        # Someone who may not upload there is refused before a byte of the body is read (clsite/gate.py),
+        # so nothing they send reaches the disk: anonymous, and a Viewer's token.
+        for head, status in ((ANNOUNCED.format(path="/data/upload/", auth=""), b"401"),
+                             (ANNOUNCED.format(path="/api/v1/batches", auth=f"Authorization: Bearer {tokens['viewer']}\n"), b"403")):
+            refused = slow_socket(port, head, b"--x\r\n")
+            refused.settimeout(ANSWER_WITHIN)
+            answer = refused.recv(65536)
+            refused.close()
+            assert answer.startswith(b"HTTP/1.1 " + status) and b'"detail"' in answer, answer[:300]
+        spooled = [p for p in (home / "run" / "web" / "client_body").rglob("*") if p.is_file()]
+        assert spooled == [], spooled
 
         # Every one is closed by nginx within its bound (from its last byte, sent at `opened`).
         bound = CLIENT_TIMEOUT + 2
@@ -237,3 +262,4 @@ def test_slow_bodies_hold_no_web_worker(tmp_path):
         stopped = server.stop()
     assert stopped, f"SIGTERM to scripts/serve.sh left processes running\n{server.tail()}"
     assert "Traceback" not in server.tail(100_000), server.tail()
+    assert "auth request unexpected status" not in server.tail(100_000), server.tail()
