@@ -2,6 +2,7 @@ from django import forms
 from django.contrib import admin, messages
 
 from .models import ApiToken
+from . import auth
 from .services import create_token, revoke_token
 
 
@@ -40,4 +41,4 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke(self, request, queryset):
         for token in queryset.filter(revoked_at=None):
             revoke_token(token=token, actor=request.user)
-        self.message_user(request, "Revoked: calls with them now get 401.", messages.SUCCESS)
+        self.message_user(request, f"Revoked: calls with them get 401 within {auth.TOKEN_CACHE_SECONDS:.0f} seconds (each web process keeps a token's user that long).", messages.SUCCESS)

@@ -7,7 +7,6 @@ changed role therefore takes effect within that time. Invalid tokens count as fa
 django-axes, so an address that keeps guessing is locked out like one guessing passwords (a call
 without any token is no guess: it gets 401 and counts for nothing).
 """
-import threading
 import time
 from datetime import timedelta
 
@@ -17,14 +16,15 @@ from django.utils import timezone
 from ninja.errors import HttpError
 from ninja.security import HttpBearer
 
+from clsite import memo
+
 from .models import ApiToken, digest
 
 TOKEN_CACHE_SECONDS = 10.0
 TOKEN_CACHE_SIZE = 10_000
 LAST_USED_EVERY = timedelta(minutes=1)  # last_used_at is kept to the minute: no write per call
 
-_lock = threading.Lock()
-_tokens: dict[str, tuple[float, ApiToken]] = {}
+_tokens = memo.ProcessCache("API tokens")  # key hash: (when, token)
 
 
 class TokenAuth(HttpBearer):
@@ -62,7 +62,7 @@ def _token(key: str, request) -> ApiToken | None:
     if token.last_used_at is None or timezone.now() - token.last_used_at > LAST_USED_EVERY:
         token.last_used_at = timezone.now()
         ApiToken.objects.filter(pk=token.pk).update(last_used_at=token.last_used_at)
-    with _lock:
+    with _tokens.lock:
         if len(_tokens) >= TOKEN_CACHE_SIZE:
             _tokens.clear()
         _tokens[hashed] = (now, token)
@@ -93,5 +93,4 @@ def _name(key: str) -> str:
 
 def forget() -> None:
     """Drop every token this process holds (tests; a revocation that must act at once)."""
-    with _lock:
-        _tokens.clear()
+    _tokens.forget()

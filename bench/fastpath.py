@@ -2,7 +2,7 @@
 
 For each estimator family of training.CANDIDATES, fitted on the demo rows the hash does not hold
 out, it measures per call (p50 and p99, native threads limited to one):
-- the Pipeline: features_frame of a one-row DataFrame + positive_proba, as serving.predict does;
+- the Pipeline: features_frame of a one-row DataFrame + positive_proba, as serving did before the fast path;
 - the fitted estimator alone on the already encoded row (what "just skip the preprocessing"
   would cost: its validation, and for the boosted trees one OpenMP region per tree);
 - the fast path: Predictor.proba_one on the raw dict;
@@ -81,7 +81,7 @@ def load_demo():
 def measure_family(candidate, schema, X, y, rows: list[dict]) -> dict:
     pipeline = training.build_pipeline(schema, candidate.estimator, scale=candidate.scale).fit(X, y)
 
-    def through_pipeline(some: list[dict]) -> np.ndarray:  # as serving.predict does today
+    def through_pipeline(some: list[dict]) -> np.ndarray:  # as serving did before the fast path
         return training.positive_proba(pipeline, training.features_frame(pd.DataFrame(some), schema))
 
     compile_seconds = once(lambda: fastpath.compile_model(pipeline, schema))

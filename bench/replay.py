@@ -362,7 +362,8 @@ def run_policy(policy: str, manifest: dict, home: Path, gated_overrides: dict) -
 
     def score(step_file: str) -> dict:
         truth = pd.read_csv(step_file, dtype=str, keep_default_na=False)
-        version, model = serving.active_model()
+        loaded = serving.active()
+        version, model = loaded.version, loaded.model
         schema = version.schema
         proba = training.positive_proba(model, training.features_frame(truth, schema), schema.positive_label if version.imported else None)
         metrics = evaluation.score(training.labels(truth, schema), proba)

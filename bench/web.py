@@ -113,7 +113,7 @@ def prepare() -> dict:
     from api.services import create_token
     from testing import builders
 
-    from ops.startup import repair
+    from ops.repairs import repair
 
     demo, users = common.initialise_demo(slice(0, 4000))
     versions = common.grow_history(HISTORY)

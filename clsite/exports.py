@@ -7,8 +7,6 @@ apostrophe, which the spreadsheet shows as plain text. Numbers are never touched
 import csv
 from typing import Any, Iterable
 
-import pandas as pd
-
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -23,11 +21,3 @@ def write_rows(fh, rows: Iterable[Iterable[Any]]) -> None:
     for row in rows:
         writer.writerow([safe_cell(value) for value in row])
 
-
-def safe_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    """The frame with its text cells (and column names) made safe; number columns as they are."""
-    safe = frame.rename(columns=safe_cell)
-    for column in safe.columns:
-        if safe[column].dtype == object or pd.api.types.is_string_dtype(safe[column]):
-            safe[column] = safe[column].map(safe_cell)
-    return safe

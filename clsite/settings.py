@@ -3,8 +3,8 @@
 Every variable has a safe default for a single machine (SQLite + django-q2's ORM broker
 under CL_HOME); a bad value stops start-up with a message naming the variable.
 """
+import hashlib
 import os
-import secrets
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,14 +24,29 @@ def envbool(name: str, default: str) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {value!r}")
 
 
+def kept_secret_key(home: Path) -> str:
+    """The key `make run` (scripts/run.sh) keeps in CL_HOME/secret_key, or "" when there is none.
+    Read only: loading the settings never writes a file."""
+    try:
+        return (home / "secret_key").read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
 def development_secret_key(home: Path) -> str:
-    """The key kept in CL_HOME/secret_key (owner-only), made on first use, as `make run` does."""
-    path = home / "secret_key"
-    if not path.exists() or not path.read_text().strip():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(50) + "\n")
-    return path.read_text().strip()
+    """For DJANGO_DEBUG=true with no key set or kept: a key derived in memory, never written.
+
+    It must be the same in the web process, the worker and after a restart (or sessions and
+    signed values break), so it is derived from what those share: the machine, the account and
+    CL_HOME. Anyone with an account on this machine could derive it too, which is why only a
+    development set-up (DEBUG) may use it; `make run` keeps a random key in CL_HOME/secret_key.
+    """
+    try:
+        machine = Path("/etc/machine-id").read_text().strip()
+    except OSError:
+        machine = ""
+    seed = "\0".join(["clsite development key", machine, str(os.getuid()), str(home)])
+    return hashlib.sha256(seed.encode()).hexdigest() + hashlib.sha256(seed[::-1].encode()).hexdigest()
 
 
 def envint(name: str, default: str) -> int:
@@ -49,17 +64,21 @@ def envint(name: str, default: str) -> int:
 os.umask(0o077)
 
 CL_HOME = Path(os.getenv("CL_HOME", str(BASE_DIR / "var"))).resolve()
-# The SQLite file and upload temp files live here, so the folder must exist before Django starts.
+# The only writes of loading the settings, kept because nothing else can come first: the first
+# thing a fresh machine runs (`manage.py migrate`, or any command) opens the default SQLite
+# database in CL_HOME, and Django's system checks refuse every command while FILE_UPLOAD_TEMP_DIR
+# (CL_HOME/tmp) is missing (files.E001), both before any code of ours could make them. The other
+# folders are made where they are needed (clsite.home.ensure_layout, ops.repairs).
 CL_HOME.mkdir(mode=0o700, parents=True, exist_ok=True)
-for _folder in ("tmp", "staticfiles"):
-    (CL_HOME / _folder).mkdir(parents=True, exist_ok=True)
+(CL_HOME / "tmp").mkdir(exist_ok=True)
 
 DEBUG = envbool("DJANGO_DEBUG", "false")
-SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "")
+# The key: DJANGO_SECRET_KEY, else the one `make run` keeps in CL_HOME (so its commands work
+# outside it too), else for development only a key derived in memory (development_secret_key);
+# production must say which key it uses.
+SECRET_KEY = os.getenv("DJANGO_SECRET_KEY", "") or kept_secret_key(CL_HOME)
 if not SECRET_KEY:
-    # The key `make run` keeps in CL_HOME, so its commands work outside it too; a development
-    # set-up makes one there; production must say which key it uses.
-    if not DEBUG and not (CL_HOME / "secret_key").exists():
+    if not DEBUG:
         raise ImproperlyConfigured(
             "DJANGO_SECRET_KEY is not set. `make run` makes one under CL_HOME; "
             "in production set it in the environment (or DJANGO_DEBUG=true for development)."

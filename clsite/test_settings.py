@@ -9,6 +9,8 @@ os.environ.setdefault("CL_HOME", tempfile.mkdtemp(prefix="cl-test-home-"))
 from .settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Made by ops.repairs.repair() at a real start; the test client's WhiteNoise wants it at once.
+(CL_HOME / "staticfiles").mkdir(exist_ok=True)  # noqa: F405
 
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
     # A file, not the in-memory default: concurrent writers then wait on the busy timeout

@@ -13,11 +13,9 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "clsite.settings")
 application = get_wsgi_application()
 
-# Put right what a crash or a hand left wrong (stale mirror files, runs of a killed worker,
-# missing system schedules) before serving; never stops the site from starting.
-from ops.startup import repair  # noqa: E402
-
-repair()
+# Importing this module writes nothing: repairs (runs of a killed worker, stale mirror files,
+# missing system schedules, CL_HOME's folders) are ops.repairs.repair(), run by `make run` before
+# it serves (`manage.py health --repair`), by the worker at its start and by the watchdog.
 
 # Load the URLconf now (the views, the model code and its native libraries with it), then cap
 # every native thread pool loaded, for good.

@@ -2,6 +2,9 @@ from django import forms
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from modelhub.schedule import WEEKDAYS
+from modelhub.training import MISSING
+
 
 class UploadForm(forms.Form):
     file = forms.FileField(label="CSV file", help_text="Comma, semicolon or tab separated, UTF-8, with the header row of the template.")
@@ -46,12 +49,12 @@ class PredictForm(forms.Form):
             self.initial.setdefault(name, typical.get(name))
             if name in flags:
                 self.fields[name] = forms.ChoiceField(label=label, required=False,
-                                                      choices=[("", "(missing)"), ("1", "1 (yes)"), ("0", "0 (no)")])
+                                                      choices=[("", MISSING), ("1", "1 (yes)"), ("0", "0 (no)")])
             elif feature["kind"] == "numeric":
                 self.fields[name] = forms.FloatField(label=label, required=False,
                                                      widget=forms.NumberInput(attrs={"step": "any"}))
             else:
-                choices = [("", "(missing)")] + [(c, c) for c in feature.get("categories", [])]
+                choices = [("", MISSING)] + [(c, c) for c in feature.get("categories", [])]
                 self.fields[name] = forms.ChoiceField(label=label, choices=choices, required=False)
 
     def row(self) -> dict:
@@ -66,8 +69,7 @@ class ScheduleForm(forms.Form):
     """The retraining schedule as people say it: daily at a time, weekly on a day, a cron expression, or off."""
 
     KINDS = [("daily", "Every day"), ("weekly", "Every week"), ("cron", "Cron expression"), ("off", "Off (on demand only)")]
-    DAYS = [("mon", "Monday"), ("tue", "Tuesday"), ("wed", "Wednesday"), ("thu", "Thursday"), ("fri", "Friday"),
-            ("sat", "Saturday"), ("sun", "Sunday")]
+    DAYS = list(WEEKDAYS)
     kind = forms.ChoiceField(choices=KINDS, widget=forms.RadioSelect, initial="daily")
     at = forms.CharField(label="At (HH:MM)", required=False, initial="02:00", max_length=5)
     day = forms.ChoiceField(choices=DAYS, required=False, initial="mon")

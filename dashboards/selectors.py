@@ -176,9 +176,9 @@ def schedule_initial(current) -> dict:
         at = f"{int(hour):02d}:{int(minute):02d}"
         if weekday == "*":
             return {"kind": "daily", "at": at}
-        names = {"1": "mon", "2": "tue", "3": "wed", "4": "thu", "5": "fri", "6": "sat", "0": "sun", "7": "sun"}
-        if weekday in names:
-            return {"kind": "weekly", "at": at, "day": names[weekday]}
+        day = schedule.day_of(weekday)
+        if day is not None:
+            return {"kind": "weekly", "at": at, "day": day}
     return {"kind": "cron", "cron": current.cron}
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from django.conf import settings
+from django.contrib.auth.decorators import permission_required
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
 from django.urls import Resolver404, resolve
 
@@ -29,11 +30,20 @@ def human_bytes(n: float) -> str:
 
 
 def accepts_upload(permission: str):
-    """Mark a view as one that takes an uploaded file, from users with `permission` only."""
-    def mark(view):
-        view.upload_permission = permission
-        return view
-    return mark
+    """A page view that takes an uploaded file from users holding `permission`, and refuses
+    anyone else (403). The one place a page door's permission is written: the view checks it,
+    and the upload handler and the web server's front read it (may_upload) before the body."""
+    def decorate(view):
+        return mark_upload(permission_required(permission, raise_exception=True)(view), permission)
+    return decorate
+
+
+def mark_upload(view, permission: str):
+    """Record that `view` takes a file from holders of `permission`, where may_upload and
+    upload_paths look. accepts_upload does it for pages; api.urls for the API operations that
+    take a file, with the permission their token check holds."""
+    view.upload_permission = permission
+    return view
 
 
 class GuardedUploadHandler(TemporaryFileUploadHandler):
@@ -80,7 +90,7 @@ class GuardedUploadHandler(TemporaryFileUploadHandler):
 
 
 def may_upload(path: str, user) -> bool:
-    """Whether `user` may send a file to `path`: the page or API call takes one (accepts_upload)
+    """Whether `user` may send a file to `path`: the page or API call takes one (mark_upload)
     and the user holds its permission. The upload handler and the web server's front (clsite.gate,
     before it reads a body) both ask this."""
     try:
@@ -92,7 +102,7 @@ def may_upload(path: str, user) -> bool:
 
 
 def upload_paths() -> list[str]:
-    """Every address that takes a file (accepts_upload): the web server's front gives these alone
+    """Every address that takes a file (mark_upload): the web server's front gives these alone
     its large body limit, and asks clsite.gate before it reads their bodies."""
     from django.urls import URLPattern, get_resolver
 

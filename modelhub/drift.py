@@ -18,10 +18,11 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .training import MISSING
+
 BINS = 10
 EPSILON = 1e-4  # stands in for an empty bin, so PSI stays finite
 SMALL_SAMPLE = 1000
-MISSING = "(missing)"
 # A column is broken when the new rows all hold one value that the reference would repeat that
 # many times with a chance below this (the sum over its values of share ** rows); and never on
 # fewer new rows than BROKEN_MIN_ROWS.
@@ -52,8 +53,8 @@ def numeric_counts(reference: pd.Series, current: pd.Series, bins: int = BINS) -
 
 
 def categorical_counts(reference: pd.Series, current: pd.Series) -> tuple[np.ndarray, np.ndarray, list]:
-    ref = reference.astype(object).where(reference.notna(), "(missing)")
-    cur = current.astype(object).where(current.notna(), "(missing)")
+    ref = reference.astype(object).where(reference.notna(), MISSING)
+    cur = current.astype(object).where(current.notna(), MISSING)
     categories = sorted(set(ref.unique()) | set(cur.unique()), key=str)
     ref_counts = ref.value_counts().reindex(categories, fill_value=0).to_numpy()
     cur_counts = cur.value_counts().reindex(categories, fill_value=0).to_numpy()
@@ -118,17 +119,15 @@ def _chi_square(ref_counts: np.ndarray, cur_counts: np.ndarray) -> tuple[float |
 
 
 def benjamini_hochberg(p_values: list[float]) -> list[float]:
-    """False-discovery-rate adjusted p-values, in the order given."""
+    """False-discovery-rate adjusted p-values, in the order given (scipy's Benjamini-Hochberg).
+
+    scipy refuses a NaN; one NaN among them makes every adjusted value NaN here, so that no
+    feature is then called drifted by its p-value.
+    """
     p = np.asarray(p_values, dtype=float)
-    n = len(p)
-    if n == 0:
-        return []
-    order = np.argsort(p)
-    ranked = p[order] * n / np.arange(1, n + 1)
-    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
-    result = np.empty(n)
-    result[order] = np.clip(adjusted, 0, 1)
-    return result.tolist()
+    if np.isnan(p).any():
+        return [float("nan")] * len(p)
+    return stats.false_discovery_control(p).tolist() if len(p) else []
 
 
 def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, schema, *, psi_threshold: float, p_threshold: float,

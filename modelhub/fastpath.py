@@ -24,7 +24,8 @@ below) and keeps only what a prediction needs:
 Raw values are read as training.features_frame reads them: numbers by pd.to_numeric with
 errors="coerce" (None, NaN and "" are missing), categories as text with None and NaN missing.
 Note that "" in a categorical column is the category "", as in the Pipeline, not a missing
-value: callers that mean blank as missing map it to None (PredictForm.row and predict_csv do).
+value: callers that mean blank as missing map it to None first (modelhub.inputs does, for the
+predict page, the API and batch scoring).
 
 Fallback rule: the Pipeline answers whenever the fast path cannot vouch for the answer.
 - Whole model: a model that is not a Pipeline of one ColumnTransformer and one estimator, a
@@ -131,7 +132,7 @@ class Predictor:
         return self._pipeline_proba(training.features_frame(pd.DataFrame(dict(columns)), self.schema))
 
     def proba_frame(self, frame: pd.DataFrame) -> np.ndarray:
-        """The same for a DataFrame with the schema's columns, as serving.predict receives."""
+        """The same for a DataFrame with the schema's columns, as batch scoring (modelhub.scoring) passes."""
         if len(frame) == 0:
             return np.empty(0)
         features = training.features_frame(frame, self.schema)

@@ -45,12 +45,16 @@ def check_rows(rows: list, version) -> Checked:
     schema = version.schema
     markers = schema.markers
     profile = version.profile or {}
+    unusable = set()  # rows refused whole: their features are not listed one by one as well
     if not all(type(row) is dict and row for row in rows):
         for i, row in enumerate(rows):
             if type(row) is not dict:
                 found.append((i, -1, "", "each row must be an object of {feature: value}"))
             elif not row:
                 found.append((i, -1, "", f"the row is empty; send the model's features ({', '.join(schema.feature_names[:5])}, ...)"))
+            else:
+                continue
+            unusable.add(i)
         rows = [row if type(row) is dict else {} for row in rows]
     known = {*schema.feature_names, schema.id_column, schema.target} - {""}
     for name in sorted(set().union(*rows) - known):
@@ -67,7 +71,7 @@ def check_rows(rows: list, version) -> Checked:
         found.extend((i, order, name, message) for i, message in bad)
         seen = profile.get(name)
         if seen is not None and seen.get("missing") == 0 and missing.any():
-            bad_rows = {i for i, _ in bad}
+            bad_rows = unusable | {i for i, _ in bad}
             message = f"missing; {name} was never missing in the model's training data, so send a value"
             found.extend((int(i), order, name, message) for i in np.flatnonzero(missing) if i not in bad_rows)
         _warn(checked.warnings, name, feature, column, seen)

@@ -5,6 +5,9 @@ from django.db.models import Q
 
 
 SHARE = [MinValueValidator(0.0), MaxValueValidator(1.0)]
+# A row whose positive-class probability is at least this is predicted positive. Every version
+# uses it today; ModelVersion.threshold is where a per-version value would come from.
+DEFAULT_DECISION_THRESHOLD = 0.5
 
 
 class ValidationPolicy(models.Model):
@@ -153,6 +156,11 @@ class ModelVersion(models.Model):
     @property
     def version(self) -> str:
         return f"{self.major}.{self.minor}"
+
+    @property
+    def threshold(self) -> float:
+        """The probability from which this version predicts the positive label."""
+        return DEFAULT_DECISION_THRESHOLD
 
     @property
     def file_stem(self) -> str:

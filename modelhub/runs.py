@@ -161,8 +161,9 @@ class Heartbeat:
 def sweep() -> dict:
     """Fail running runs whose worker is gone; re-enqueue once, then fail, queued runs no worker took.
 
-    Run by the watchdog task every minute, when a worker starts, before each request and by
-    the health checks. Returns what it did, for the health report.
+    Run by ops.repairs.repair() (the watchdog every minute, a worker's start, `health
+    --repair`), before a retraining is asked for or started, and while `retrain` waits for one.
+    Returns what it did, for the health report.
     """
     now = timezone.now()
     failed_stale = [run.pk for run in TrainingRun.objects.filter(status=TrainingRun.Status.RUNNING) if is_dead(run, now)]

@@ -8,7 +8,11 @@ from django_q.models import Schedule
 
 NAME = "retraining"
 TASK = "modelhub.tasks.scheduled_retraining"
-DAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 0}
+# The week, by the short names people type and the names shown; cron numbers Monday 1 to Sunday 0.
+WEEKDAYS = (("mon", "Monday"), ("tue", "Tuesday"), ("wed", "Wednesday"), ("thu", "Thursday"), ("fri", "Friday"),
+            ("sat", "Saturday"), ("sun", "Sunday"))
+DAYS = {key: (i + 1) % 7 for i, (key, _) in enumerate(WEEKDAYS)}
+DAY_NAMES = {str(DAYS[key]): name for key, name in WEEKDAYS}
 DEFAULT_CRON = "0 2 * * *"
 
 
@@ -82,7 +86,11 @@ def current() -> Schedule | None:
     return Schedule.objects.filter(name=NAME).first()
 
 
-DAY_NAMES = {str(n): name.capitalize() + "day" for name, n in (("mon", 1), ("tues", 2), ("wednes", 3), ("thurs", 4), ("fri", 5), ("satur", 6), ("sun", 0))}
+def day_of(weekday: str) -> str | None:
+    """The short name of a cron weekday field that names one day ("1" -> "mon"; "0" and "7" are Sunday), else None."""
+    if weekday == "7":
+        weekday = "0"
+    return next((key for key, number in DAYS.items() if str(number) == weekday), None)
 
 
 def in_words(cron: str) -> str:

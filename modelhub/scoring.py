@@ -239,7 +239,7 @@ def _score(job: ScoringJob, loaded: serving.Loaded, source: Path, target: Path) 
             if schema.id_column in wanted:
                 columns[exports.safe_cell(schema.id_column)] = _safe_text(batch.column(schema.id_column))
             columns["probability"] = pa.array(proba.round(4))
-            columns["prediction"] = labels.take(pa.array(proba >= serving.THRESHOLD).cast(pa.int8()))
+            columns["prediction"] = labels.take(pa.array(proba >= loaded.version.threshold).cast(pa.int8()))
             columns["warnings"] = _safe_text(warnings)
             table = pa.table(columns)
             if writer is None:

@@ -65,13 +65,20 @@ def deploy_version(*, version: ModelVersion, user, reason: str, kind: str, repla
     staged batches that enter the master dataset in the same transaction, so a deployment and
     the data it was trained on are committed together or not at all.
     """
-    if kind == Deployment.Kind.FORCED and not reason.strip():
-        raise DeploymentError("a forced deployment needs a reason")
-    check_deployable(version)
+    seen = ModelVersion.objects.select_related("schema").get(pk=version.pk)  # the caller's copy may be old
+    _guard_transition(seen, kind, reason)
+    check_deployable(seen)
+    if kind == Deployment.Kind.FORCED and merge is None:
+        # It was trained on the batches its run put on hold: they join the master with it.
+        held = _held_batches_of(seen)
+        merge = master.plan_merge(held, seen.schema) if held else None
     try:
         with transaction.atomic():
             version = ModelVersion.objects.select_for_update().get(pk=version.pk)
-            _guard_transition(version, kind)
+            if version.status != seen.status:
+                # The guard passed on the status read above; another act changed it since.
+                raise DeploymentError(f"v{version.version} became {version.status} while it was being deployed; "
+                                      "nothing was changed, look again and retry")
             current = ModelVersion.objects.select_for_update().filter(status=ModelVersion.Status.ACTIVE).first()
             if (current.pk if current else None) != (replacing.pk if replacing else None):
                 # Two deployments prepared at once (two admins, a rollback during a retraining):
@@ -106,14 +113,23 @@ def deploy_version(*, version: ModelVersion, user, reason: str, kind: str, repla
     return deployment
 
 
-def _guard_transition(version: ModelVersion, kind: str) -> None:
+def _guard_transition(version: ModelVersion, kind: str, reason: str) -> None:
+    """Which switches may be made at all: never to the active version; to a version the gates
+    rejected only as a forced deployment, and a forced deployment only with a reason.
+
+    Checked once, on the version as read when the deploy starts, before the costly checks; the
+    switch itself refuses if that status changed in the meantime.
+    """
     if version.status == ModelVersion.Status.ACTIVE:
         raise DeploymentError(f"v{version.version} is already the active version")
-    if version.status == ModelVersion.Status.REJECTED and kind != Deployment.Kind.FORCED:
+    rejected = version.status == ModelVersion.Status.REJECTED
+    if rejected and kind != Deployment.Kind.FORCED:
         raise DeploymentError(
             f"v{version.version} was rejected by validation; deploying it is a forced deployment, which needs a reason and the deploy permission"
         )
-    _check_schema(version)
+    if kind == Deployment.Kind.FORCED and not reason.strip():
+        raise DeploymentError(f"v{version.version} was rejected by validation; deploying it anyway is a forced deployment and needs a reason"
+                              if rejected else "a forced deployment needs a reason")
 
 
 def _check_schema(version: ModelVersion) -> None:
@@ -175,18 +191,13 @@ def activate_version(*, version: ModelVersion | None, user, reason: str = "") ->
     target = version or previous_version()
     if target is None:
         raise DeploymentError("there is no earlier version to roll back to")
-    replacing = ModelVersion.active()
     if target.status == ModelVersion.Status.CANDIDATE:
         raise DeploymentError(f"v{target.version} is a candidate still being validated")
+    replacing = ModelVersion.active()
     if target.status != ModelVersion.Status.REJECTED:
         return deploy_version(version=target, user=user, reason=reason.strip() or "rollback", kind=Deployment.Kind.ROLLBACK,
                               replacing=replacing)
-    if not reason.strip():
-        raise DeploymentError(f"v{target.version} was rejected by validation; deploying it anyway is a forced deployment and needs a reason")
-    held = _held_batches_of(target)
-    merge = master.plan_merge(held, target.schema) if held else None
-    return deploy_version(version=target, user=user, reason=reason, kind=Deployment.Kind.FORCED, replacing=replacing,
-                          run=target.run, merge=merge)
+    return deploy_version(version=target, user=user, reason=reason, kind=Deployment.Kind.FORCED, replacing=replacing, run=target.run)
 
 
 def _held_batches_of(version: ModelVersion) -> list:

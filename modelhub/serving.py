@@ -5,18 +5,16 @@ when that changed, so a deployment or rollback reaches every web process at its 
 without a joblib load per request. A loaded version is compiled once into the fast path
 (modelhub.fastpath): a row costs tens of microseconds instead of a Pipeline call's milliseconds.
 """
-import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from django.conf import settings
+
+from clsite import memo
 
 from . import artifacts, fastpath, inputs
 from .models import ModelVersion
-
-THRESHOLD = 0.5
 
 
 class NoActiveModel(Exception):
@@ -30,18 +28,16 @@ class Loaded:
     predictor: fastpath.Predictor
 
     def labels(self, proba: np.ndarray) -> list[str]:
-        schema = self.version.schema
-        return [schema.positive_label if p >= THRESHOLD else schema.negative_label for p in proba]
+        schema, threshold = self.version.schema, self.version.threshold
+        return [schema.positive_label if p >= threshold else schema.negative_label for p in proba]
 
 
-_lock = threading.Lock()
-_cached: dict = {"key": None, "loaded": None, "checked": 0.0}
+_cached = memo.ProcessCache("served model")  # key, loaded, checked
 
 
 def forget() -> None:
     """Drop the model this process holds, so the next call loads the active one afresh."""
-    with _lock:
-        _cached.update(key=None, loaded=None, checked=0.0)
+    _cached.forget()
 
 
 def active() -> Loaded:
@@ -49,15 +45,15 @@ def active() -> Loaded:
     CL_SERVING_RECHECK_SECONDS: a prediction then needs no database query at all, and a
     deployment or rollback reaches every process within that time."""
     now = time.monotonic()
-    loaded = _cached["loaded"]
+    loaded = _cached.get("loaded")
     if loaded is not None and now - _cached["checked"] < settings.CL_SERVING_RECHECK_SECONDS:
         return loaded
     row = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", "sha256").first()
     if row is None:
         raise NoActiveModel("no model is active yet: run `manage.py init_cl_system`")
-    with _lock:
+    with _cached.lock:
         _cached["checked"] = now
-        if _cached["key"] != row:
+        if _cached.get("key") != row:
             version = ModelVersion.objects.select_related("schema").get(pk=row[0])
             # A failed load raises here and keeps the previous model in the cache.
             model = artifacts.load(version.artifact, version.sha256)
@@ -65,11 +61,6 @@ def active() -> Loaded:
             predictor = fastpath.compile_model(model, version.schema, positive_label=label)
             _cached.update(key=row, loaded=Loaded(version, model, predictor))
         return _cached["loaded"]
-
-
-def active_model() -> tuple[ModelVersion, object]:
-    loaded = active()
-    return loaded.version, loaded.model
 
 
 def predict_request(rows: list) -> tuple[Loaded, inputs.Checked, np.ndarray | None]:
@@ -81,15 +72,3 @@ def predict_request(rows: list) -> tuple[Loaded, inputs.Checked, np.ndarray | No
         return loaded, checked, None
     return loaded, checked, loaded.predictor.proba_columns(checked.columns)
 
-
-def predict(frame: pd.DataFrame) -> tuple[ModelVersion, pd.DataFrame]:
-    """Probability and predicted label for each row of `frame` (columns named as in the schema)."""
-    loaded = active()
-    schema = loaded.version.schema
-    proba = loaded.predictor.proba_frame(frame)
-    result = pd.DataFrame(index=frame.index)
-    if schema.id_column and schema.id_column in frame:
-        result[schema.id_column] = frame[schema.id_column]
-    result["probability"] = proba.round(4)
-    result["prediction"] = loaded.labels(proba)
-    return loaded.version, result

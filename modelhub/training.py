@@ -26,6 +26,8 @@ log = logging.getLogger("clsite.modelhub")
 
 # Cross-validation on more rows than this changes the choice little and costs a lot.
 CV_MAX_ROWS = 20_000
+# What a missing category becomes before encoding (the imputer's fill value, kept in every
+# artifact), and how drift and the predict form name a missing value.
 MISSING = "(missing)"
 # The worker shares its CPUs with web processes and other jobs. OpenMP and BLAS threads that
 # spin-wait for a descheduled sibling made the gradient-boosting fits 10-50x slower on a busy

@@ -2,22 +2,21 @@
 
 Each problem has a key. When it first appears an Alert row opens and one mail goes out; while
 it lasts nothing more is sent; when it is gone the alert is resolved, and only if it comes back
-does another mail go. Evaluated by the watchdog every minute and by every health check (so a
-dead worker is still reported, by the web process or a `manage.py health` cron job).
+does another mail go. Evaluated from a health report by the watchdog every minute and by
+`manage.py health` (so a dead worker is still reported, by a cron job running it). Pages and
+GET /healthz only show the report: a read never opens an alert or sends mail.
 """
 import logging
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
 from django.db import IntegrityError, transaction
-from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
 from ingestion.models import DataBatch
-from modelhub import roles, schedule
+from modelhub import schedule
 from modelhub.models import TrainingRun
 
 from . import health
@@ -34,14 +33,9 @@ class Problem:
     link: str
 
 
-def recipients() -> list[str]:
-    users = get_user_model().objects.filter(is_active=True).exclude(email="")
-    users = users.filter(Q(is_superuser=True) | Q(groups__name=roles.ML_ENGINEER)).distinct()
-    return sorted(users.values_list("email", flat=True))
-
-
 def evaluate(report: health.Report | None = None) -> dict:
-    """Open alerts for new problems (and mail them), resolve the ones that are gone."""
+    """Open alerts for the report's problems that are new (and mail them), resolve the ones that
+    are gone. An action: called by the watchdog and `manage.py health`, never by a page."""
     report = report or health.report()
     problems = {problem.key: problem for problem in current_problems(report)}
     now = timezone.now()
@@ -106,7 +100,7 @@ def _open(problem: Problem, now) -> Alert | None:
 
 
 def _send(alert: Alert) -> None:
-    to = recipients()
+    to = health.alert_recipients()
     if not to:
         log.warning("alert with no one to tell (no ML engineer has an email address): %s", alert.subject)
         return

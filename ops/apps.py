@@ -10,6 +10,5 @@ class OpsConfig(AppConfig):
 
         from . import startup
 
-        # A worker process that starts fails the runs its killed predecessor left running and
-        # repairs the mirrors, so a restart puts things right at once.
+        # Connecting writes nothing: the repair runs when a worker process starts (see ops.startup).
         post_spawn.connect(startup.on_worker_spawn, dispatch_uid="ops-worker-spawn")

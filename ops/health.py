@@ -3,6 +3,10 @@
 
 Each check says ok, warning (a person should look, nothing is broken) or failing (the loop
 cannot do its job unattended), with a one-line summary and what to do about it.
+
+Reads only: a report is a function of the database and CL_HOME, and writes nothing. Putting
+things right is ops.repairs; telling people is ops.alerts, which reads a report (this module
+never imports it).
 """
 import shutil
 import time
@@ -10,17 +14,18 @@ from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import DatabaseError
+from django.db.models import Q
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from clsite import home
+from clsite import home, memo
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.uploads import human_bytes
-from modelhub import mirrors, runs, schedule
+from modelhub import mirrors, roles, runs, schedule
 from modelhub.models import ModelVersion, TrainingRun
 
-from . import schedules
 from .models import WorkerBeat
 
 OK, WARNING, FAILING = "ok", "warning", "failing"
@@ -40,7 +45,6 @@ class Check:
 class Report:
     checks: list[Check]
     checked_at: str
-    repaired: dict
 
     @property
     def healthy(self) -> bool:
@@ -51,11 +55,11 @@ class Report:
         return [check.name for check in self.checks if check.status == FAILING]
 
     def as_dict(self) -> dict:
-        return {"healthy": self.healthy, "checked_at": self.checked_at, "failing": self.failing, "repaired": self.repaired,
+        return {"healthy": self.healthy, "checked_at": self.checked_at, "failing": self.failing,
                 "checks": [asdict(check) for check in self.checks]}
 
 
-_recent: dict = {}
+_recent = memo.ProcessCache("health report")  # at, report
 
 
 def recent(max_age: float = 30.0) -> Report:
@@ -69,16 +73,12 @@ def recent(max_age: float = 30.0) -> Report:
 
 def forget() -> None:
     """Let the next recent() compute a fresh report (after a change a page must show at once)."""
-    _recent.clear()
+    _recent.forget()
 
 
-def report(*, repair: bool = False) -> Report:
-    """Every check; with repair=True, first put right what needs no person: fail runs whose
-    worker died, re-enqueue lost runs, rewrite stale mirrors, restore missing system schedules."""
-    repaired = {}
+def report() -> Report:
+    """Every check, as things stand now. Writes nothing (ops.repairs puts things right)."""
     try:
-        if repair:
-            repaired = {"runs": runs.sweep(), "mirrors": mirrors.repair(), "schedules": schedules.ensure()}
         checks = [initialised()]
         if checks[0].status == OK:
             checks += [worker(), retraining_schedule(), pending_runs(), last_success(), held_data(), mirror_files()]
@@ -86,7 +86,7 @@ def report(*, repair: bool = False) -> Report:
     except DatabaseError as exc:
         checks = [Check("database", "Database", FAILING, f"the database cannot be read: {exc}",
                         "check DATABASE_URL and that the database server runs; then `manage.py migrate`")]
-    return Report(checks=checks, checked_at=timezone.now().isoformat(timespec="seconds"), repaired=repaired)
+    return Report(checks=checks, checked_at=timezone.now().isoformat(timespec="seconds"))
 
 
 def initialised() -> Check:
@@ -211,10 +211,15 @@ def home_size() -> int:
     return total
 
 
-def alert_mail() -> Check:
-    from . import alerts
+def alert_recipients() -> list[str]:
+    """Who alerts are mailed to: every active ML engineer and admin with an address."""
+    users = get_user_model().objects.filter(is_active=True).exclude(email="")
+    users = users.filter(Q(is_superuser=True) | Q(groups__name=roles.ML_ENGINEER)).distinct()
+    return sorted(users.values_list("email", flat=True))
 
-    recipients = alerts.recipients()
+
+def alert_mail() -> Check:
+    recipients = alert_recipients()
     if settings.EMAIL_BACKEND.endswith("console.EmailBackend"):
         return Check("mail", "Alert mail", WARNING, "alerts go to the worker's console output (no EMAIL_HOST set)",
                      "set EMAIL_HOST (and EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS) so alerts are mailed",

@@ -27,6 +27,20 @@ def _user(User, username: str):
     return user or User.objects.create_user(username=username, password=PASSWORD)
 
 
+def client_for(user):
+    """A test client logged in as `user` (no login page: for tests about what the user may do)."""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+def login_page(client, username: str, password: str = PASSWORD, url: str = "/login/"):
+    """A login through the page itself, as a person does (django-axes watches it); the response."""
+    return client.post(url, {"username": username, "password": password, "next": "/"})
+
+
 class DemoData:
     """Slices of the demo dataset written as CSV files in a folder of the test's own."""
 

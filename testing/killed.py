@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from testing import builders
-from testing.worker import INGEST, RETRAIN_VIA_WEB, Site
+from testing.worker import INGEST, RETRAIN_VIA_WEB, Site, wait_for
 
 TRAINING_TIMEOUT = 180
 
@@ -23,28 +23,24 @@ def run_row(one, run_id: int) -> dict:
     return {"status": status, "stages": [s["stage"] for s in stages], "error": error}
 
 
-def wait(what: str, check, *, timeout: float, site: Site, every: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"waited {timeout:.0f}s for {what}\n{site.log_tail()}"
-        time.sleep(every)
-
-
 def request_retraining(site: Site, *snippets: str) -> int:
     asked = site.shell(*snippets, RETRAIN_VIA_WEB)
     assert asked["code"] == 302, asked
     return int(asked["location"].rstrip("/").rsplit("/", 1)[1])
 
 
-def kill_mid_training_then_restart(site: Site, csv_folder: Path, one) -> dict:
-    """Returns the figures a test asserts on; asserts what must hold at every step."""
+def kill_mid_training_then_restart(site: Site, csv_folder: Path, one, *, initialised: str = "") -> dict:
+    """Returns the figures a test asserts on; asserts what must hold at every step.
+
+    `initialised`: the output of the `init_cl_system` that made the site's state already (a copy
+    of a `SiteTemplate`); without it, the site is migrated and initialised here.
+    """
     demo = builders.DemoData(csv_folder)
-    site.manage("migrate", "--no-input", "-v", "0")
-    assert "v1.0" in site.manage("init_cl_system", "--data", str(demo.write("initial.csv", slice(0, 2000))), "--target", "churn",
-                                 "--id-column", "customer_id")
+    if not initialised:
+        site.manage("migrate", "--no-input", "-v", "0")
+        initialised = site.manage("init_cl_system", "--data", str(demo.write("initial.csv", slice(0, 2000))), "--target", "churn",
+                                  "--id-column", "customer_id")
+    assert "v1.0" in initialised
     active = one("SELECT major, minor, sha256, artifact FROM modelhub_modelversion WHERE status = 'active'")
     big = demo.write("big_batch.csv", slice(2000, 7043))  # the rest of the demo data: a training of several seconds
     run_id = request_retraining(site, INGEST.format(path=str(big)))
@@ -57,7 +53,7 @@ def kill_mid_training_then_restart(site: Site, csv_folder: Path, one) -> dict:
             assert proc.poll() is None, f"the worker exited ({proc.returncode})\n{site.log_tail()}"
             return row["status"] == "running" and "merge" in row["stages"] and "train" not in row["stages"]
 
-        wait(f"run {run_id} to be training", training, timeout=TRAINING_TIMEOUT, site=site)
+        wait_for(training, timeout=TRAINING_TIMEOUT, what=f"run {run_id} to be training", site=site, proc=proc, every=0.1)
         os.killpg(proc.pid, signal.SIGKILL)  # the whole cluster: sentinel, workers, monitor, pusher
         proc.wait(timeout=30)
 
@@ -71,15 +67,15 @@ def kill_mid_training_then_restart(site: Site, csv_folder: Path, one) -> dict:
 
     with site.worker() as proc:
         started = time.monotonic()
-        failed = wait(f"run {run_id} to be failed", lambda: run_row(one, run_id)["status"] == "failed", timeout=90, site=site,
-                      every=0.5)
+        failed = wait_for(lambda: run_row(one, run_id)["status"] == "failed", timeout=90, what=f"run {run_id} to be failed",
+                          site=site, proc=proc)
         failed_after = time.monotonic() - started
         error = run_row(one, run_id)["error"]
         assert failed and "heartbeat stopped" in error, error
         next_id = request_retraining(site)
         assert next_id != run_id
-        done = wait(f"run {next_id} to end", lambda: run_row(one, next_id)["status"] not in ("queued", "running"),
-                    timeout=TRAINING_TIMEOUT, site=site, every=0.5)
+        done = wait_for(lambda: run_row(one, next_id)["status"] not in ("queued", "running"), timeout=TRAINING_TIMEOUT,
+                        what=f"run {next_id} to end", site=site, proc=proc)
         assert done
         final = run_row(one, next_id)
         assert final["status"] == "deployed", (final, site.log_tail())

@@ -11,31 +11,27 @@ from ingestion.models import DataBatch
 from ingestion.services import get_data_stats, ingest_path
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 from modelhub.retraining import retrain_now
+from testing.builders import client_for
 
-pytestmark = pytest.mark.slow  # a retraining or two per test
+pytestmark = pytest.mark.slow  # a retraining (once per run, then copied: conftest's `from_snapshot`) and deployments
 
 
 def web(version: ModelVersion, reason: str, user) -> str:
-    client = Client()
-    client.force_login(user)
-    response = client.post(reverse("model_rollback", args=[version.version]), {"reason": reason}, follow=True)
+    response = client_for(user).post(reverse("model_rollback", args=[version.version]), {"reason": reason}, follow=True)
     return " ".join(str(m) for m in response.context["messages"])
 
 
 def admin_action(version: ModelVersion, reason: str, user) -> str:
-    client = Client()
-    client.force_login(user)
-    response = client.post(reverse("admin:modelhub_modelversion_changelist"),
-                           {"action": "rollback_to_version", "_selected_action": [version.pk], "post": "yes", "reason": reason},
-                           follow=True)
+    response = client_for(user).post(reverse("admin:modelhub_modelversion_changelist"),
+                                     {"action": "rollback_to_version", "_selected_action": [version.pk], "post": "yes",
+                                      "reason": reason},
+                                     follow=True)
     return " ".join(str(m) for m in response.context["messages"])
 
 
 def admin_button(version: ModelVersion, reason: str, user) -> str:
-    client = Client()
-    client.force_login(user)
-    response = client.post(reverse("admin:modelhub_modelversion_rollback", args=[version.pk]), {"post": "yes", "reason": reason},
-                           follow=True)
+    response = client_for(user).post(reverse("admin:modelhub_modelversion_rollback", args=[version.pk]),
+                                     {"post": "yes", "reason": reason}, follow=True)
     return " ".join(str(m) for m in response.context["messages"])
 
 
@@ -59,13 +55,20 @@ def api(version: ModelVersion, reason: str, user) -> str:
 DOORS = [web, admin_action, admin_button, command_line, api]
 
 
-@pytest.fixture
-def rejected(initialised, demo, users):
-    """v1.1, rejected for the flipped labels of the batch its run now holds."""
+def _reject_a_flipped_batch(demo) -> dict:
+    """v1.1, rejected for the flipped labels of the batch its run then holds (built once per run)."""
     held = ingest_path(demo.flipped("flipped.csv", slice(2000, 2500)))
     run = retrain_now()
+    return {"run": run.pk, "held": held.pk}
+
+
+@pytest.fixture
+def rejected(from_snapshot, users):
+    """v1.1, rejected for the flipped labels of the batch its run now holds."""
+    made = from_snapshot("activate.rejected", _reject_a_flipped_batch)
+    run = TrainingRun.objects.get(pk=made["run"])
     assert run.status == TrainingRun.Status.REJECTED, (run.error, run.reasons)
-    held.refresh_from_db()
+    held = DataBatch.objects.get(pk=made["held"])
     assert held.status == DataBatch.Status.HELD
     return run.candidate, held
 
@@ -107,8 +110,7 @@ def test_each_door_deploys_a_rejected_candidate_only_with_a_reason_then_rolls_ba
 def test_an_analyst_cannot_activate_a_version_through_any_door(rejected, users):
     candidate, _ = rejected
     for door in (web, admin_action, admin_button):
-        client = Client()
-        client.force_login(users["analyst"])
+        client = client_for(users["analyst"])
         door_url = {
             web: reverse("model_rollback", args=[candidate.version]),
             admin_action: reverse("admin:modelhub_modelversion_changelist"),

@@ -67,13 +67,12 @@ def _runner(code: str) -> str:
     return "import django, os\nos.environ.setdefault('DJANGO_SETTINGS_MODULE', 'clsite.settings')\ndjango.setup()\n" + code
 
 
-def test_uploads_retrainings_and_pages_at_once_never_meet_a_locked_database(tmp_path):
+def test_uploads_retrainings_and_pages_at_once_never_meet_a_locked_database(tmp_path, site_template):
     home = tmp_path / "cl_home"
     home.mkdir()
     site = Site(home, f"sqlite:///{home / 'db.sqlite3'}", secret=SECRET)
     demo = builders.DemoData(tmp_path / "csv")
-    site.manage("migrate", "--no-input", "-v", "0")
-    site.manage("init_cl_system", "--data", str(demo.write("initial.csv", slice(0, 2000))), "--target", "churn", "--id-column", "customer_id")
+    site_template().copy_to(home, home / "db.sqlite3")  # `migrate` and `init_cl_system`, made once per run
     uploads = [str(demo.write(f"part{i}.csv", slice(2000 + 300 * i, 2300 + 300 * i))) for i in range(8)]
 
     results = run_at_once(site, {"uploads": [UPLOADS, *uploads], "retrainings": [RETRAININGS], "pages": [PAGES]})

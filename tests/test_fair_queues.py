@@ -257,7 +257,7 @@ def _empty_redis_database(url: str) -> str:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("broker", ["orm", pytest.param("redis", marks=pytest.mark.scaleout)])
-def test_the_real_worker_starts_a_retraining_asked_after_six_scoring_jobs_before_them(tmp_path, broker):
+def test_the_real_worker_starts_a_retraining_asked_after_six_scoring_jobs_before_them(tmp_path, broker, site_template):
     import redis
 
     redis_url = _empty_redis_database(os.environ["REDIS_URL"]) if broker == "redis" else ""
@@ -266,10 +266,8 @@ def test_the_real_worker_starts_a_retraining_asked_after_six_scoring_jobs_before
     db_file = home_dir / "worker.sqlite3"
     site = Site(home_dir, f"sqlite:///{db_file}", secret="fair-queue-test-secret-key", redis_url=redis_url)
     demo = builders.DemoData(tmp_path / "csv")
-    initial = demo.write("initial.csv", slice(0, 2000))
     to_score = demo.write("score.csv", frame=demo.frame.iloc[2000:4000].drop(columns=["churn"]))
-    site.manage("migrate", "--no-input", "-v", "0")
-    site.manage("init_cl_system", "--data", str(initial), "--target", "churn", "--id-column", "customer_id")
+    site_template().copy_to(home_dir, db_file)  # `migrate` and `init_cl_system`, made once per run
 
     # All asked for before the worker starts: six scoring jobs of two analysts, then a retraining.
     asked = site.shell(SUBMIT_THEN_RETRAIN.format(folder=str(tmp_path / "csv"), csv=str(to_score)))

@@ -6,7 +6,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from modelhub.models import ModelVersion
-from testing.builders import grow_history
+from testing.builders import client_for, grow_history
 
 PAGES = ["/", "/models/", "/models/1.0/", "/runs/", "/deployments/", "/data/", "/predict/", "/status/"]
 
@@ -24,8 +24,7 @@ def queries(client: Client) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_query_counts_do_not_grow_with_the_history(ready, users):
-    client = Client()
-    client.force_login(users["engineer"])
+    client = client_for(users["engineer"])
     grow_history(5)
     small = queries(client)
 

@@ -15,12 +15,7 @@ from ingestion import csvio
 from modelhub import scoring, serving, training
 from modelhub.models import ScoringJob
 from ops import retention
-
-
-def client_for(user) -> Client:
-    client = Client()
-    client.force_login(user)
-    return client
+from testing.builders import client_for
 
 
 def upload(client: Client, name: str, body: bytes):
@@ -53,7 +48,8 @@ def test_a_csv_is_queued_scored_in_chunks_and_its_result_equals_the_pipeline(rea
     assert result["Content-Disposition"] == 'attachment; filename="march_predictions_v1.0.csv"'
     rows = list(csv.DictReader(io.StringIO(b"".join(result.streaming_content).decode())))
     assert [r["customer_id"] for r in rows] == frame["customer_id"].tolist()
-    version, model = serving.active_model()
+    loaded = serving.active()
+    version, model = loaded.version, loaded.model
     expected = training.positive_proba(model, training.features_frame(frame.replace({"": None}), version.schema))
     assert np.allclose([float(r["probability"]) for r in rows], expected.round(4), atol=1e-9)
     assert [r["prediction"] for r in rows] == ["Yes" if p >= 0.5 else "No" for p in expected]
@@ -133,7 +129,8 @@ def test_blanks_unknown_categories_and_text_in_a_numeric_column_score_as_the_pip
 
     assert job.status == ScoringJob.Status.DONE, job.error
     scored = pd.read_csv(home.path(job.result_path))
-    version, model = serving.active_model()
+    loaded = serving.active()
+    version, model = loaded.version, loaded.model
     expected = training.positive_proba(model, training.features_frame(frame.replace({"": None}), version.schema))
     assert len(scored) == 600 and np.allclose(scored["probability"], expected.round(4), atol=1e-9)
     # Each row says what the model had not seen (modelhub.inputs, the API's rules).

@@ -1,12 +1,13 @@
 """The real django-q2 worker (`manage.py qcluster`) on SQLite with the ORM broker.
 
 The worker is another process, so this test does not use pytest-django's database: it makes a
-CL_HOME and a SQLite file of its own with `migrate` and `init_cl_system`, drives the system the
+CL_HOME and a SQLite file of its own (a copy of what `migrate` and `init_cl_system` made once
+for the run: conftest's `site_template`), drives the system the
 way people do (the web's "Retrain now" view, uploads, the schedule) through `manage.py shell`,
 and reads the rows the worker writes straight from the SQLite file.
 
 django-q2's scheduler looks at the schedules every ~30 seconds, so the test starts the worker as
-soon as the tables exist and overlaps the rest of the set-up with that wait.
+soon as the site exists and overlaps the rest of the set-up with that wait.
 """
 import json
 import sqlite3
@@ -82,23 +83,37 @@ def scheduled_run_after(rows: SQLiteRows, after_id: int):
     return check
 
 
-def test_the_real_worker_runs_requested_and_scheduled_retrainings(tmp_path):
+def scheduled_task_saved(rows: SQLiteRows):
+    """The retraining schedule's row and the row of the task it last ran, once django-q2 has saved both."""
+    def check():
+        schedule_row = rows.query("SELECT func, cron, repeats, task FROM django_q_schedule WHERE name = 'retraining'")
+        task = []
+        if len(schedule_row) == 1 and schedule_row[0]["task"]:
+            task = rows.query("SELECT func, success, result FROM django_q_task WHERE id = ?", schedule_row[0]["task"])
+        check.last = (schedule_row, task)
+        return (schedule_row, task) if task else None
+    check.last = None
+    return check
+
+
+def test_the_real_worker_runs_requested_and_scheduled_retrainings(tmp_path, site_template):
     home = tmp_path / "cl_home"
     home.mkdir()
     db_file = home / "worker.sqlite3"
     # The schedule's own time (02:00 on the site's clock) must not come round during the test:
     # run the site in a zone where it is early afternoon now.
-    site = Site(home, f"sqlite:///{db_file}", secret=SECRET, time_zone=afternoon_zone())
+    zone = afternoon_zone()
+    site = Site(home, f"sqlite:///{db_file}", secret=SECRET, time_zone=zone)
     demo = builders.DemoData(tmp_path / "csv")
-    initial = demo.write("initial.csv", slice(0, 2000))
     first = demo.write("requested_batch.csv", slice(2000, 2600))
     second = demo.write("scheduled_batch.csv", slice(3100, 3700))
     rows = SQLiteRows(db_file)
 
-    site.manage("migrate", "--no-input", "-v", "0")
+    # `migrate` and `init_cl_system` on the first 2,000 demo rows, made once per run and copied.
+    template = site_template(zone)
+    template.copy_to(home, db_file)
     with site.worker() as proc:
-        # The worker starts while v1.0 trains, so its first scheduler pass (~30 s) comes sooner.
-        out = site.manage("init_cl_system", "--data", str(initial), "--target", "churn", "--id-column", "customer_id")
+        out = template.init_output
         assert "v1.0" in out
         assert rows.active_versions() == ["1.0"]
         assert proc.poll() is None, site.log_tail()
@@ -121,10 +136,12 @@ def test_the_real_worker_runs_requested_and_scheduled_retrainings(tmp_path):
         skipped = wait_for(scheduled_run_after(rows, requested_id), timeout=90, what="the scheduled run (no data)", site=site, proc=proc)
         assert skipped["status"] == "skipped", skipped
         assert rows.active_versions() == ["1.1"]
-        schedule_row = rows.query("SELECT func, cron, repeats, task FROM django_q_schedule WHERE name = 'retraining'")
+        # django-q2 saves the task's row (and the schedule's pointer to it) after the run's own row
+        # says "skipped": wait for that, not for a while.
+        schedule_row, task = wait_for(scheduled_task_saved(rows), timeout=60, what="django-q2 to save the scheduled task",
+                                      site=site, proc=proc)
         assert len(schedule_row) == 1 and schedule_row[0]["task"], schedule_row
         assert schedule_row[0]["repeats"] == -1 and schedule_row[0]["cron"] == "0 2 * * *"
-        task = rows.query("SELECT func, success, result FROM django_q_task WHERE id = ?", schedule_row[0]["task"])
         assert task and task[0]["func"] == "modelhub.tasks.scheduled_retraining" and task[0]["success"] == 1, task
 
         # (c) a staged batch and the schedule due again: the scheduled run deploys v1.2.
@@ -142,18 +159,21 @@ def test_the_real_worker_runs_requested_and_scheduled_retrainings(tmp_path):
     assert proc.poll() is not None
 
 
-def test_a_worker_killed_mid_training_loses_nothing_and_its_run_is_failed_at_the_next_start(tmp_path):
+def test_a_worker_killed_mid_training_loses_nothing_and_its_run_is_failed_at_the_next_start(tmp_path, site_template):
     home = tmp_path / "cl_home"
     home.mkdir()
     db_file = home / "worker.sqlite3"
-    site = Site(home, f"sqlite:///{db_file}", secret=SECRET, time_zone=afternoon_zone())
+    zone = afternoon_zone()
+    site = Site(home, f"sqlite:///{db_file}", secret=SECRET, time_zone=zone)
+    template = site_template(zone)
+    template.copy_to(home, db_file)
     rows = SQLiteRows(db_file)
 
     def one(sql, *args):
         found = rows.query(sql.replace("%s", "?"), *args)
         return tuple(found[0].values()) if found else None
 
-    outcome = kill_mid_training_then_restart(site, tmp_path / "csv", one)
+    outcome = kill_mid_training_then_restart(site, tmp_path / "csv", one, initialised=template.init_output)
 
     assert outcome["failed_after_seconds"] < 60, outcome
     assert outcome["active"] == (1, 1) and outcome["batch"] == "merged"

@@ -37,7 +37,8 @@ def test_predict_answers_in_row_order_as_the_pipeline_does(tokens, demo):
     body = response.json()
     assert body["version"] == "1.0" and len(body["predictions"]) == 50
     assert PredictOut.model_validate(body).model_dump() == body  # the documented schema, exactly
-    version, model = serving.active_model()
+    loaded = serving.active()
+    version, model = loaded.version, loaded.model
     expected = training.positive_proba(model, training.features_frame(demo.frame.iloc[3000:3050].replace({"": None}), version.schema))
     assert np.allclose([p["probability"] for p in body["predictions"]], expected, atol=1e-6)
     assert [p["label"] for p in body["predictions"]] == ["Yes" if p >= 0.5 else "No" for p in expected]

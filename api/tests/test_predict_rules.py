@@ -48,7 +48,9 @@ def test_a_huge_whole_number_gets_a_400(tokens, demo):
 
 
 def test_an_empty_row_and_a_row_missing_features_never_missing_in_training_are_refused(tokens, demo, ready):
-    assert predict(tokens["viewer"], [{}]).status_code == 400
+    empty = predict(tokens["viewer"], [{}])
+    assert empty.status_code == 400 and len(empty.json()["errors"]) == 1, empty.json()  # the row, not each feature again
+    assert "the row is empty" in empty.json()["errors"][0]["message"]
     # The README's three-field example: every feature left out and never missing in training is named.
     response = predict(tokens["viewer"], [{"tenure": 3, "contract": "Month-to-month", "monthly_charges": 70.5}])
     assert response.status_code == 400

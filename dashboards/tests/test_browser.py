@@ -1,8 +1,8 @@
 """The pages in a real browser: Debian's Chromium driven by Playwright against a live server.
 
 Never downloads a browser: Chromium is /usr/bin/chromium (`make browser` installs it). Each test
-starts from a freshly initialised system (`initialised`: v1.0 trained on 2,000 demo rows, real
-commits, so the live server thread sees the data).
+starts from a freshly initialised system (conftest's `initialised`: v1.0 trained on 2,000 demo
+rows, real commits, so the live server thread sees the data).
 """
 import os
 import re
@@ -43,20 +43,6 @@ def browser():
         os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
     else:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture
-def initialised(cl_home, demo, transactional_db):
-    """conftest's `initialised`, from an empty database even when the session's `ready` system
-    (committed once for the whole run) is still there: transactional tests run after those."""
-    from django.core.management import call_command
-
-    from ingestion.models import DatasetSchema
-    from testing import builders
-
-    if DatasetSchema.objects.exists():
-        call_command("flush", verbosity=0, interactive=False)
-    return builders.initialise(demo)
 
 
 class Session:

@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from django.core.management import call_command
 
 from audit.models import AuditEvent
 from ingestion import master
@@ -26,13 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 def schema(cl_home, db, demo):
     """The schema contract learned from 2,000 demo rows (no model: these tests need none)."""
     return create_schema(learn_schema(demo.write("initial.csv", slice(0, 2000)), target="churn", id_column="customer_id"))
-
-
-@pytest.fixture
-def empty_db(transactional_db):
-    """A transactional database without the session's committed system, if an earlier test made it."""
-    if DatasetSchema.objects.exists():
-        call_command("flush", interactive=False, verbosity=0)
 
 
 def files(folder: Path) -> list[str]:

@@ -6,10 +6,20 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 
-from modelhub import artifacts, services
+from modelhub import artifacts, services, serving
 from modelhub.models import Deployment, ModelVersion
 
 HUB_ROWS = slice(0, 1200)
+
+
+def served(frame: pd.DataFrame) -> tuple[ModelVersion, pd.DataFrame]:
+    """What the active model (serving.active(), as every door gets it) answers for these rows:
+    the version, and each row's id, probability and predicted label."""
+    loaded = serving.active()
+    proba = loaded.predictor.proba_frame(frame)
+    result = pd.DataFrame({"customer_id": frame["customer_id"], "probability": proba.round(4)}, index=frame.index)
+    result["prediction"] = loaded.labels(proba)
+    return loaded.version, result
 
 
 def schema_like(features: list[dict], *, target: str, positive_label: str) -> SimpleNamespace:

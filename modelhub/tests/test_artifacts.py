@@ -5,7 +5,7 @@ import pytest
 from modelhub import artifacts, serving, services
 from modelhub.models import Deployment, ModelVersion
 
-from .helpers import HUB_ROWS, deployed_copy, tamper
+from .helpers import HUB_ROWS, deployed_copy, served, tamper
 
 
 def test_it_refuses_to_load_a_tampered_artifact_naming_it(hub, cl_home):
@@ -30,7 +30,7 @@ def test_a_verified_file_that_does_not_unpickle_is_refused_cleanly(cl_home):
 def test_a_rollback_to_a_tampered_version_is_refused_and_the_live_model_keeps_serving(hub, cl_home, demo):
     v11 = deployed_copy()
     rows = demo.frame.iloc[HUB_ROWS.stop:HUB_ROWS.stop + 20].replace({"": None})
-    _, before = serving.predict(rows)
+    _, before = served(rows)
     tamper(cl_home, hub)
 
     with pytest.raises(services.DeploymentError, match=r"model_v1_0\.joblib has been altered"):
@@ -42,7 +42,7 @@ def test_a_rollback_to_a_tampered_version_is_refused_and_the_live_model_keeps_se
     assert ModelVersion.objects.get(major=1, minor=0).status == ModelVersion.Status.RETIRED
     assert Deployment.objects.count() == 2
     serving.forget()  # as a freshly started web process
-    version, after = serving.predict(rows)
+    version, after = served(rows)
     assert version.version == "1.1"
     pd.testing.assert_frame_equal(after, before)
     assert set(after.columns) == {"customer_id", "probability", "prediction"}
@@ -50,22 +50,22 @@ def test_a_rollback_to_a_tampered_version_is_refused_and_the_live_model_keeps_se
 
 def test_serving_keeps_its_loaded_model_when_the_active_file_is_altered_underneath(hub, cl_home, demo):
     rows = demo.frame.iloc[:5].replace({"": None})
-    version, before = serving.predict(rows)
+    version, before = served(rows)
     tamper(cl_home, hub)
-    _, after = serving.predict(rows)  # no reload: the active version did not change
+    _, after = served(rows)  # no reload: the active version did not change
     pd.testing.assert_frame_equal(after, before)
     serving.forget()
     with pytest.raises(artifacts.ArtifactError, match="altered"):  # and a new process will not load it
-        serving.predict(rows)
+        served(rows)
 
 
 def test_serving_reloads_when_the_active_version_changes(hub, demo):
     rows = demo.frame.iloc[:5].replace({"": None})
-    assert serving.predict(rows)[0].version == "1.0"
+    assert served(rows)[0].version == "1.0"
     deployed_copy()
-    assert serving.predict(rows)[0].version == "1.1"
+    assert served(rows)[0].version == "1.1"
     services.activate_version(version=None, user=None, reason="back")
-    assert serving.predict(rows)[0].version == "1.0"
+    assert served(rows)[0].version == "1.0"
 
 
 def test_each_version_file_is_written_once_under_its_own_name(hub, cl_home):

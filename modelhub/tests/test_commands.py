@@ -143,7 +143,7 @@ def test_retrain_exits_0_when_deployed_or_skipped_3_when_rejected_1_when_failed(
     assert code == 1 and f"run {elsewhere.pk}: failed: out of memory" in err
 
 
-def test_schedule_retraining_sets_shows_and_turns_off_the_one_schedule(fresh_db):
+def test_schedule_retraining_sets_shows_and_turns_off_the_one_schedule(empty_db):
     code, out, _ = run_command("schedule_retraining", "--daily", "03:30")
     assert code == 0 and "daily at 03:30" in out and Schedule.objects.get().cron == "30 3 * * *"
     code, out, _ = run_command("schedule_retraining", "--weekly", "Monday", "02:00")
@@ -166,7 +166,7 @@ def test_schedule_retraining_sets_shows_and_turns_off_the_one_schedule(fresh_db)
     assert code == 0 and "off" in out and not Schedule.objects.exists()
 
 
-def test_every_command_before_set_up_says_what_to_run_instead_of_a_traceback(fresh_db, tmp_path):
+def test_every_command_before_set_up_says_what_to_run_instead_of_a_traceback(empty_db, tmp_path):
     csv = tmp_path / "x.csv"
     csv.write_text("a,b\n1,2\n")
     for args in (["retrain"], ["rollback"], ["rollback", "--list"], ["data_stats"], ["ingest", str(csv)]):

@@ -201,3 +201,13 @@ def test_a_policy_change_is_audited_with_old_and_new_values(db, users):
     with pytest.raises(ValueError, match="unknown policy fields: colour"):
         services.update_policy(user=users["engineer"], changes={"colour": "red"})
     assert ValidationPolicy.get().min_accuracy == 0.8
+
+
+def test_a_deploy_runs_each_check_once(hub, monkeypatch):
+    calls = []
+    for name in ("_guard_transition", "_check_schema"):
+        original = getattr(services, name)
+        monkeypatch.setattr(services, name, lambda *args, _run=original, _name=name, **kwargs: (calls.append(_name), _run(*args, **kwargs))[1])
+    deployed_copy()
+    assert sorted(calls) == ["_check_schema", "_guard_transition"]
+    assert ModelVersion.active().version == "1.1"

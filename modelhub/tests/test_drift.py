@@ -170,3 +170,28 @@ def test_a_run_of_one_common_value_is_not_broken_on_a_few_rows_but_is_on_many():
 def test_no_rows_on_one_side_reports_no_broken_columns():
     rng = np.random.default_rng(0)
     assert dataset(frame(rng, 100), frame(rng, 0))["broken"] == {}
+
+
+def hand_written_benjamini_hochberg(p_values: list[float]) -> list[float]:
+    """The project's own adjustment before it used scipy's, kept as the reference."""
+    p = np.asarray(p_values, dtype=float)
+    n = len(p)
+    if n == 0:
+        return []
+    order = np.argsort(p)
+    ranked = p[order] * n / np.arange(1, n + 1)
+    adjusted = np.minimum.accumulate(ranked[::-1])[::-1]
+    result = np.empty(n)
+    result[order] = np.clip(adjusted, 0, 1)
+    return result.tolist()
+
+
+def test_benjamini_hochberg_gives_the_hand_written_figures_on_random_p_values():
+    rng = np.random.default_rng(5)
+    for n in (1, 2, 7, 50, 400):
+        for p in (rng.random(n), rng.random(n).round(1), rng.random(n) ** 6, np.r_[rng.random(n), [0.0, 1.0]]):
+            assert drift.benjamini_hochberg(p.tolist()) == pytest.approx(hand_written_benjamini_hochberg(p.tolist()), rel=1e-12, abs=0)
+        with_nan = rng.random(n)
+        with_nan[rng.integers(0, n)] = np.nan
+        assert all(math.isnan(v) for v in drift.benjamini_hochberg(with_nan.tolist()))
+        assert all(math.isnan(v) for v in hand_written_benjamini_hochberg(with_nan.tolist()))

@@ -118,3 +118,18 @@ def test_the_holdout_is_stable_across_calls_and_independent_of_row_order():
     changed["x1"] = changed["x1"] + 1
     assert (evaluation.holdout_mask(changed, "row_id", columns, 20) == evaluation.holdout_mask(data, "row_id", columns, 20)).all()
     assert (evaluation.holdout_mask(changed, "", columns, 20) != evaluation.holdout_mask(data, "", columns, 20)).any()
+
+
+def test_weighted_auc_equals_sklearns_on_random_scores_with_ties_and_weights():
+    rng = np.random.default_rng(11)
+    for n, decimals in ((2, 1), (40, 1), (500, 2), (3000, 6)):
+        y = rng.integers(0, 2, n)
+        y[:2] = [0, 1]  # both classes
+        proba = rng.random(n).round(decimals)  # few decimals: many tied scores
+        weights = rng.integers(0, 4, (6, n)).astype(float)
+        weights[0] = 1.0
+        weights[:, :2] = 1.0
+        got = evaluation.weighted_auc(y, proba, weights)
+        expected = [skm.roc_auc_score(y, proba, sample_weight=w) for w in weights]
+        np.testing.assert_allclose(got, expected, rtol=0, atol=1e-12)
+    assert np.isnan(evaluation.weighted_auc(np.array([1, 1]), np.array([0.2, 0.7]), np.ones((1, 2))))[0]

@@ -49,7 +49,7 @@ def test_a_request_while_a_run_is_running_points_to_that_run(hub):
     assert "already running" in asked.message
 
 
-def test_the_database_keeps_one_running_and_one_queued_run(fresh_db):
+def test_the_database_keeps_one_running_and_one_queued_run(empty_db):
     running(0)
     with pytest.raises(IntegrityError), transaction.atomic():
         running(0)

@@ -7,12 +7,12 @@ from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 from ingestion.models import DatasetSchema, DataBatch, MasterPartition
-from modelhub import serving, training
+from modelhub import training
 from modelhub.models import Deployment, ModelVersion
 from modelhub.setup import SetupError, initialise
 
 from .commands import run_command
-from .helpers import HUB_ROWS, schema_like
+from .helpers import HUB_ROWS, schema_like, served
 
 
 def test_an_imported_pipeline_becomes_the_active_v1_0(hub, cl_home, demo):
@@ -27,7 +27,7 @@ def test_an_imported_pipeline_becomes_the_active_v1_0(hub, cl_home, demo):
     assert metadata["version"] == "1.0" and metadata["imported"] is True and metadata["sha256"] == hub.sha256
     # Saved again by the app, so it loads only bytes it wrote and verified.
     assert (cl_home / "models/active/model.joblib").read_bytes() == (cl_home / "models/versions/model_v1_0.joblib").read_bytes()
-    version, predictions = serving.predict(demo.frame.iloc[2000:2010].replace({"": None}))
+    version, predictions = served(demo.frame.iloc[2000:2010].replace({"": None}))
     assert version.version == "1.0" and set(predictions["prediction"]) <= {"Yes", "No"}
 
 

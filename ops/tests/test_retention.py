@@ -3,9 +3,9 @@ every model version stay."""
 import os
 import time
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
-from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -16,6 +16,7 @@ from modelhub.models import ModelVersion
 from modelhub.retraining import retrain_now
 from modelhub.tests.commands import run_command
 from ops import retention
+from testing.builders import client_for
 
 
 def age(path, days: float = 0, hours: float = 0) -> None:
@@ -23,20 +24,25 @@ def age(path, days: float = 0, hours: float = 0) -> None:
     os.utime(path, (then, then))
 
 
-@pytest.fixture
-def aged(initialised, demo, cl_home, settings, users):
-    """Files of every kind, some past their keeping time and some not."""
+def _age_files_of_every_kind(demo) -> dict:
+    """Files of every kind, some past their keeping time and some not (built once per run)."""
+    from django.conf import settings
+
+    from testing.builders import make_users
+
+    home = Path(settings.CL_HOME)
+    engineer = make_users()["engineer"]
     old, fresh = timezone.now() - timedelta(days=400), timezone.now() - timedelta(hours=1)
-    (cl_home / "tmp" / "upload-stale").write_bytes(b"x" * 1000)
-    (cl_home / "tmp" / "upload-in-flight").write_bytes(b"y" * 10)
-    age(cl_home / "tmp" / "upload-stale", hours=settings.CL_KEEP_TMP_HOURS + 1)
+    (home / "tmp" / "upload-stale").write_bytes(b"x" * 1000)
+    (home / "tmp" / "upload-in-flight").write_bytes(b"y" * 10)
+    age(home / "tmp" / "upload-stale", hours=settings.CL_KEEP_TMP_HOURS + 1)
     bad = demo.frame.iloc[2000:2050].copy()
     bad.iloc[0, bad.columns.get_loc("churn")] = "Maybe"
     refused_old = ingest_path(demo.write("refused_old.csv", frame=bad))
     refused_new = ingest_path(demo.write("refused_new.csv", frame=bad.iloc[:40]))
     discarded = ingest_path(demo.write("discarded.csv", slice(2100, 2200)))
     hold_batches([discarded])
-    discard_batch(batch=discarded, user=users["engineer"], reason="wrong month")
+    discard_batch(batch=discarded, user=engineer, reason="wrong month")
     held = ingest_path(demo.write("held.csv", slice(2200, 2300)))
     hold_batches([held])
     merged = ingest_path(demo.write("merged.csv", slice(2300, 2900)))
@@ -45,10 +51,16 @@ def aged(initialised, demo, cl_home, settings, users):
     DataBatch.objects.filter(pk=refused_new.pk).update(uploaded_at=fresh)
     DataBatch.objects.filter(pk=held.pk).update(uploaded_at=old)
     DataBatch.objects.filter(status=DataBatch.Status.MERGED).update(merged_at=old)  # the initial batch and `merged`
-    for batch in (refused_old, refused_new, discarded, held, merged):
-        batch.refresh_from_db()
-    assert (refused_old.status, refused_new.status) == (DataBatch.Status.REJECTED, DataBatch.Status.REJECTED)
-    return {"refused_old": refused_old, "refused_new": refused_new, "discarded": discarded, "held": held, "merged": merged}
+    return {"refused_old": refused_old.pk, "refused_new": refused_new.pk, "discarded": discarded.pk, "held": held.pk,
+            "merged": merged.pk}
+
+
+@pytest.fixture
+def aged(from_snapshot, users):
+    """Files of every kind, some past their keeping time and some not."""
+    made = {name: DataBatch.objects.get(pk=pk) for name, pk in from_snapshot("retention.aged", _age_files_of_every_kind).items()}
+    assert (made["refused_old"].status, made["refused_new"].status) == (DataBatch.Status.REJECTED, DataBatch.Status.REJECTED)
+    return made
 
 
 def test_a_dry_run_lists_what_goes_and_removes_nothing(aged, cl_home):
@@ -88,8 +100,7 @@ def test_cleanup_removes_old_files_but_never_the_master_staged_held_or_any_model
 
 
 def test_the_status_page_says_what_the_next_clean_up_frees(aged, users):
-    client = Client()
-    client.force_login(users["viewer"])
+    client = client_for(users["viewer"])
     page = client.get(reverse("status")).content.decode()
     plan = retention.plan()
     assert f"Would remove {len(plan.removals)} file(s)" in page
@@ -97,7 +108,6 @@ def test_the_status_page_says_what_the_next_clean_up_frees(aged, users):
 
 
 def test_the_data_page_says_what_the_next_clean_up_frees(aged, users):
-    client = Client()
-    client.force_login(users["analyst"])
+    client = client_for(users["analyst"])
     page = client.get(reverse("data")).content.decode()
     assert f"would remove {len(retention.plan().removals)} file(s)" in page and "freed" in page
