@@ -4,6 +4,7 @@ from django.urls import include, path
 
 from api.urls import urls as api_urls
 
+from . import users_admin  # noqa: F401  registers the users' admin before admin.site.urls is built
 from .gate import upload_gate
 
 admin.site.site_header = "Continuous learning — administration"

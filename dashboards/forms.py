@@ -2,7 +2,7 @@ from django import forms
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from modelhub.schedule import WEEKDAYS
+from clsite.schedules import WEEKDAYS
 from modelhub.training import MISSING
 
 
@@ -77,19 +77,19 @@ class ScheduleForm(forms.Form):
 
     def clean(self):
         """Leaves the cron expression to use in cleaned_data["expression"] (None: off)."""
-        from modelhub import schedule
+        from clsite import schedules
 
         data = super().clean()
         kind = data.get("kind")
         try:
             if kind == "daily":
-                data["expression"] = schedule.daily_cron(data.get("at") or "")
+                data["expression"] = schedules.daily_cron(data.get("at") or "")
             elif kind == "weekly":
-                data["expression"] = schedule.weekly_cron(data.get("day") or "", data.get("at") or "")
+                data["expression"] = schedules.weekly_cron(data.get("day") or "", data.get("at") or "")
             elif kind == "cron":
-                data["expression"] = schedule.valid_cron(data.get("cron") or "")
+                data["expression"] = schedules.valid_cron(data.get("cron") or "")
             else:
                 data["expression"] = None
-        except schedule.ScheduleError as exc:
+        except schedules.ScheduleError as exc:
             raise forms.ValidationError(str(exc)) from None
         return data

@@ -13,7 +13,7 @@ from ingestion.models import DatasetSchema, DataBatch, MasterSummary
 from ingestion.selectors import batch_counts
 from ingestion.selectors import data_stats as get_data_stats
 from ingestion.uploads import human_bytes
-from modelhub import schedule
+from clsite import schedules
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 
 from . import figures
@@ -66,7 +66,7 @@ def overview_stamp() -> tuple:
         (SELECT cron FROM {tables[Schedule]} WHERE name = %s)"""
     staged, held = DataBatch.Status.STAGED, DataBatch.Status.HELD
     with connection.cursor() as cursor:
-        cursor.execute(sql, [ModelVersion.Status.REJECTED, staged, staged, held, schedule.NAME, schedule.NAME])
+        cursor.execute(sql, [ModelVersion.Status.REJECTED, staged, staged, held, schedules.NAME, schedules.NAME])
         return cursor.fetchone()
 
 
@@ -83,7 +83,7 @@ def _overview_facts(schema) -> dict:
         "stats": {**batch_counts(), "master_rows": summary.rows},
         # A queued or running run is always the newest (runs.request_retraining joins it).
         "last_run": TrainingRun.objects.defer("stages", "details").first(),
-        "schedule": schedule.describe(),
+        "schedule": schedules.describe(),
         "history_chart": figures.history(last=30),
         "predict_fields": predict_fields(schema) if schema else "",
     }
@@ -176,7 +176,7 @@ def schedule_initial(current) -> dict:
         at = f"{int(hour):02d}:{int(minute):02d}"
         if weekday == "*":
             return {"kind": "daily", "at": at}
-        day = schedule.day_of(weekday)
+        day = schedules.day_of(weekday)
         if day is not None:
             return {"kind": "weekly", "at": at, "day": day}
     return {"kind": "cron", "cron": current.cron}

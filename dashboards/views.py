@@ -9,11 +9,12 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from clsite import exports, home
+from clsite import exports, home, schedules
 from ingestion import services as ingestion
 from ingestion.models import DatasetSchema, DataBatch
+from ingestion.selectors import data_stats
 from ingestion.uploads import accepts_upload
-from modelhub import schedule, scoring, serving, services
+from modelhub import scoring, serving, services
 from modelhub.models import Deployment, ModelVersion, ScoringJob, TrainingRun
 from modelhub.runs import request_retraining
 from ops import health, retention
@@ -40,7 +41,7 @@ def data(request):
     if status in DataBatch.Status.values:
         batches = batches.filter(status=status)
     page = Paginator(batches, 25).get_page(request.GET.get("page"))
-    stats = ingestion.get_data_stats()
+    stats = data_stats()
     return render(request, "dashboards/data.html", {
         "page": page, "status": status, "statuses": DataBatch.Status.choices, "stats": stats,
         "schema": DatasetSchema.current(), "cleanup": retention.plan(), "cleanup_next": retention.next_run_words(),
@@ -151,7 +152,7 @@ def model_rollback(request, version: str):
 def runs(request):
     page = Paginator(TrainingRun.objects.select_related("requested_by", "candidate", "live_version"), 25).get_page(request.GET.get("page"))
     return render(request, "dashboards/runs.html", {
-        "page": page, "retrain_form": RetrainForm(), "schedule": schedule.describe(),
+        "page": page, "retrain_form": RetrainForm(), "schedule": schedules.describe(),
         "staged": DataBatch.objects.filter(status=DataBatch.Status.STAGED).count(),
     })
 
@@ -248,9 +249,9 @@ def _status_page(request, schedule_form=None):
     # Shows the report only: alerts are raised by the watchdog and `manage.py health` (ops.alerts).
     report = health.report()
     if schedule_form is None and request.user.has_perm("modelhub.retrain_model"):
-        schedule_form = ScheduleForm(initial=selectors.schedule_initial(schedule.current()))
+        schedule_form = ScheduleForm(initial=selectors.schedule_initial(schedules.current()))
     return render(request, "dashboards/status.html", {
-        "report": report, "checked_at": timezone.now(), "schedule_form": schedule_form, "schedule": schedule.describe(),
+        "report": report, "checked_at": timezone.now(), "schedule_form": schedule_form, "schedule": schedules.describe(),
         "cleanup": retention.plan(), "cleanup_next": retention.next_run_words(),
     }, status=400 if schedule_form is not None and schedule_form.errors else 200)
 
@@ -263,8 +264,8 @@ def schedule_change(request):
         # The page again with what was typed, and a 400: nothing was saved.
         messages.error(request, " ".join(form.non_field_errors()) or "Check the schedule's fields.")
         return _status_page(request, schedule_form=form)
-    schedule.change(user=request.user, cron=form.cleaned_data["expression"])
-    messages.success(request, f"Saved: {schedule.describe()}.")
+    schedules.change(user=request.user, cron=form.cleaned_data["expression"])
+    messages.success(request, f"Saved: {schedules.describe()}.")
     return redirect("status")
 
 

@@ -20,7 +20,7 @@ from ingestion.services import hold_batches, staged_batches
 
 from . import artifacts, drift, evaluation, mirrors, runs, services, training
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
-from .validation import evaluate_gates
+from .gates import evaluate_gates
 
 log = logging.getLogger("clsite.modelhub")
 

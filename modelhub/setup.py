@@ -10,13 +10,13 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted
 
 from audit.services import record
-from clsite import home
+from clsite import home, schedules
 from ingestion import master
 from ingestion.models import DatasetSchema, DataBatch, MasterSummary
 from ingestion.schema import learn_schema
 from ingestion.services import create_schema, ingest_path
 
-from . import evaluation, mirrors, retraining, roles, schedule, services, training
+from . import evaluation, mirrors, retraining, roles, services, training
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
 
 
@@ -47,8 +47,8 @@ def initialise(*, data: Path, target: str, id_column: str = "", positive_label: 
     except BaseException:
         _undo(schema)
         raise
-    if schedule.current() is None:
-        schedule.set_cron(schedule.DEFAULT_CRON)
+    if schedules.current() is None:
+        schedules.set_cron(schedules.DEFAULT_CRON)
     record(actor=user, action="system.initialised", target=str(schema), details={"data": str(data), "version": version.version})
     return version
 

@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from ingestion.models import DataBatch
-from modelhub import schedule
+from clsite import schedules
 from modelhub.models import TrainingRun
 
 from . import health
@@ -70,7 +70,7 @@ def current_problems(report: health.Report) -> list[Problem]:
     # Runs wait: one is queued, or the schedule is on for a worker that has run before (a fresh
     # installation whose worker is still starting is no emergency).
     queued = TrainingRun.objects.filter(status=TrainingRun.Status.QUEUED).exists()
-    waiting = queued or (schedule.current() is not None and WorkerBeat.objects.exists())
+    waiting = queued or (schedules.current() is not None and WorkerBeat.objects.exists())
     if worker and worker.status == health.FAILING and waiting:
         problems.append(Problem("worker-silent", "The worker is not running", f"The worker is {worker.summary}. Queued and scheduled "
                                 f"retrainings wait until it runs again.\n\nWhat to do: {worker.fix}", _url("status")))

@@ -23,7 +23,8 @@ from django.utils.timesince import timesince
 from clsite import home, memo
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.uploads import human_bytes
-from modelhub import mirrors, roles, runs, schedule
+from clsite import schedules
+from modelhub import mirrors, roles, runs
 from modelhub.models import ModelVersion, TrainingRun
 
 from .models import WorkerBeat
@@ -121,13 +122,13 @@ def worker() -> Check:
 
 
 def retraining_schedule() -> Check:
-    current = schedule.current()
+    current = schedules.current()
     if current is None:
         return Check("schedule", "Schedule", OK, "off: retraining runs only when someone asks",
                      "set one on the Runs page or with `manage.py schedule_retraining --daily 02:00`")
     next_run = timezone.localtime(current.next_run)
     details = {"cron": current.cron, "next_run": next_run.isoformat(timespec="minutes")}
-    summary = f"{schedule.in_words(current.cron)} ({next_run:%Z}); next {next_run:%Y-%m-%d %H:%M}"
+    summary = f"{schedules.in_words(current.cron)} ({next_run:%Z}); next {next_run:%Y-%m-%d %H:%M}"
     if timezone.now() - current.next_run > timedelta(minutes=5):
         return Check("schedule", "Schedule", FAILING, f"{summary}, which has passed without running",
                      "the worker's scheduler is not running: start or restart `manage.py qcluster`", details)

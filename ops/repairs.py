@@ -2,7 +2,7 @@
 
 Fails runs whose worker died and hands a lost queued run over once more (modelhub.runs.sweep),
 rewrites stale mirror files from the database (modelhub.mirrors.repair), restores missing system
-schedules (ops.schedules.ensure) and makes the runtime folders under CL_HOME. Every piece is
+schedules (clsite.schedules.ensure) and makes the runtime folders under CL_HOME. Every piece is
 re-runnable, so callers need no lock.
 
 Called deliberately, from three places only:
@@ -14,10 +14,9 @@ Never on import, never from a page or a health check: those only read (ops.healt
 """
 import logging
 
-from clsite import home
+from clsite import home, schedules
 from modelhub import mirrors, runs
 
-from . import schedules
 
 log = logging.getLogger("clsite.ops")
 

@@ -320,7 +320,7 @@ def test_a_date_that_does_not_exist_on_the_deployments_page_is_a_400_that_says_s
 
 
 def test_a_cron_expression_that_never_fires_is_refused_on_the_status_page(ready, users):
-    from modelhub import schedule
+    from clsite import schedules as schedule
 
     before = schedule.current() and schedule.current().cron
     client = Client()

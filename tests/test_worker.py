@@ -31,7 +31,7 @@ import json
 from datetime import timedelta
 from django.utils import timezone
 from django_q.models import Schedule
-from modelhub import schedule
+from clsite import schedules as schedule
 due = Schedule.objects.filter(name=schedule.NAME, func=schedule.TASK).update(next_run=timezone.now() - timedelta(minutes=5))
 print("RESULT:" + json.dumps({"due": due}))
 """

@@ -233,7 +233,8 @@ def test_cached_parts_of_pages_render_as_html_and_follow_what_they_show(client, 
 
 def test_the_overview_follows_every_change_it_shows(client, ready, users, demo):
     from ingestion.services import discard_batch, hold_batches, ingest_path
-    from modelhub import schedule, services
+    from clsite import schedules as schedule
+    from modelhub import services
     from modelhub.models import TrainingRun
     from modelhub.runs import request_retraining
     from modelhub.tests.helpers import deployed_copy

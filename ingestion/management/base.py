@@ -1,4 +1,9 @@
-"""What the commands that need a set-up system have in common."""
+"""What the commands that need a set-up system have in common.
+
+Used by ingestion's commands (ingest, data_stats) and modelhub's (retrain, rollback). It lives here
+because "set up" means the dataset schema, an ingestion model, exists; ingestion imports nothing
+from modelhub, and this keeps it so.
+"""
 from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 

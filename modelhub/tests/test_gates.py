@@ -1,6 +1,6 @@
 """The deployment gates at their boundaries: a value exactly at a threshold passes, just past it fails."""
 from modelhub.models import ValidationPolicy
-from modelhub.validation import evaluate_gates
+from modelhub.gates import evaluate_gates
 
 
 def policy(**fields) -> ValidationPolicy:

@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from ingestion.models import DataBatch
 from ingestion.services import ingest_path, release_batch
-from modelhub import schedule
+from clsite import schedules as schedule
 from modelhub.models import TrainingRun
 from modelhub.retraining import retrain_now
 from ops import alerts, watch

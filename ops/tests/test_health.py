@@ -10,7 +10,7 @@ from django.utils import timezone
 from audit.models import AuditEvent
 from ingestion.models import DataBatch
 from ingestion.services import ingest_path
-from modelhub import schedule
+from clsite import schedules as schedule
 from modelhub.models import ModelVersion, TrainingRun
 from modelhub.retraining import retrain_now
 from modelhub.tests.commands import run_command

@@ -1,7 +1,7 @@
 import json
 
 from ingestion.management.base import InitialisedCommand
-from ingestion.services import get_data_stats
+from ingestion.selectors import data_stats
 
 
 class Command(InitialisedCommand):
@@ -14,7 +14,7 @@ class Command(InitialisedCommand):
         parser.add_argument("--json", action="store_true", help="print the same dict as ingestion.services.get_data_stats()")
 
     def handle(self, *args, **options):
-        stats = get_data_stats()
+        stats = data_stats()
         if options["json"]:
             self.stdout.write(json.dumps(stats, indent=2, default=str))
             return

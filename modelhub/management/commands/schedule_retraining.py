@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from modelhub import schedule
+from clsite import schedules
 
 
 class Command(BaseCommand):
@@ -17,13 +17,13 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             if options["daily"]:
-                schedule.change(user=None, cron=schedule.daily_cron(options["daily"]))
+                schedules.change(user=None, cron=schedules.daily_cron(options["daily"]))
             elif options["weekly"]:
-                schedule.change(user=None, cron=schedule.weekly_cron(*options["weekly"]))
+                schedules.change(user=None, cron=schedules.weekly_cron(*options["weekly"]))
             elif options["cron"]:
-                schedule.change(user=None, cron=options["cron"])
+                schedules.change(user=None, cron=options["cron"])
             elif options["off"]:
-                schedule.change(user=None, cron=None)
-        except schedule.ScheduleError as exc:
+                schedules.change(user=None, cron=None)
+        except schedules.ScheduleError as exc:
             raise CommandError(str(exc)) from None
-        self.stdout.write(schedule.describe())
+        self.stdout.write(schedules.describe())

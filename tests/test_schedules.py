@@ -1,5 +1,5 @@
-"""The week of the retraining schedule, written once in modelhub.schedule."""
-from modelhub import schedule
+"""The week of the retraining schedule, written once in clsite.schedules."""
+from clsite import schedules as schedule
 
 
 def test_the_week_reads_as_cron_numbers_it():

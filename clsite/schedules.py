@@ -1,11 +1,18 @@
-"""The retraining schedule: one django-q2 Schedule, owned by this module."""
+"""Every django-q2 Schedule row the system makes, owned by this one module.
+
+The retraining schedule is the users': set from the Runs page and `schedule_retraining`, audited.
+The system's own (SYSTEM) are the watchdog every minute (the worker's heartbeat, runs whose worker
+died, alerts, mirrors) and the daily clean-up of old files, made again whenever they are missing
+(ensure(), called by ops.repairs).
+"""
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from croniter import CroniterError, croniter
 from django.utils import timezone
 from django_q.models import Schedule
 
+# The retraining schedule, the users'.
 NAME = "retraining"
 TASK = "modelhub.tasks.scheduled_retraining"
 # The week, by the short names people type and the names shown; cron numbers Monday 1 to Sunday 0.
@@ -111,3 +118,24 @@ def describe() -> str:
         return "retraining schedule: off (retrain only on demand)"
     next_run = timezone.localtime(schedule.next_run)
     return f"retraining schedule: {in_words(schedule.cron)} {next_run:%Z} (next {next_run:%Y-%m-%d %H:%M})"
+
+
+# The system's own schedules.
+SYSTEM = {
+    "watchdog": {"func": "ops.tasks.watchdog", "schedule_type": Schedule.MINUTES, "minutes": 1},
+    "cleanup": {"func": "ops.tasks.cleanup", "schedule_type": Schedule.CRON, "cron": "30 3 * * *"},
+}
+
+
+def ensure() -> list[str]:
+    """Create the system schedules that are missing; returns their names. Re-runnable."""
+    made = []
+    for name, fields in SYSTEM.items():
+        if not Schedule.objects.filter(name=name).exists():
+            Schedule.objects.create(name=name, repeats=-1, next_run=timezone.now() + timedelta(seconds=5), **fields)
+            made.append(name)
+        # Schedule names are not unique in the database: two processes starting at once may
+        # both have made one. The oldest stays.
+        extra = Schedule.objects.filter(name=name).order_by("pk").values_list("pk", flat=True)[1:]
+        Schedule.objects.filter(pk__in=list(extra)).delete()
+    return made
