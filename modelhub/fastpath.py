@@ -126,6 +126,8 @@ class Predictor:
         missing), categories as text or None; one column per feature."""
         if self._program is not None:
             try:
+                if len(next(iter(columns.values()), ())) == 1:  # one row: the scalar program, a tenth of the vector one's cost
+                    return np.array([self._program.proba_one({name: columns[name][0] for name in self._program.inputs})])
                 return self._program.proba_columns({name: columns[name] for name in self._program.inputs})
             except _Unusual:
                 pass

@@ -64,6 +64,13 @@ def assert_same_answers(predictor, model, schema, rows, positive_label=None):
         assert np.max(np.abs(one_by_one(predictor, rows) - expected)) <= TOLERANCE
         assert np.max(np.abs(predictor.proba_many(rows) - expected)) <= TOLERANCE
         assert np.max(np.abs(predictor.proba_frame(pd.DataFrame(rows)) - expected)) <= TOLERANCE
+        # Columns as modelhub.inputs hands them over: all the rows at once, and one row alone.
+        frame = training.features_frame(pd.DataFrame(rows), schema)
+        columns = {name: frame[name].to_numpy() if frame[name].dtype == np.float64 else frame[name].where(frame[name].notna(), None).tolist()
+                   for name in frame.columns}
+        assert np.max(np.abs(predictor.proba_columns(columns) - expected)) <= TOLERANCE
+        first = predictor.proba_columns({name: column[:1] for name, column in columns.items()})
+        assert abs(first[0] - expected[0]) <= TOLERANCE
     finally:
         vars(predictor).pop("_pipeline_proba", None)
 
