@@ -38,16 +38,6 @@ def marker_set(markers: Iterable[str] | None = None) -> frozenset[str]:
 DEFAULT_MARKERS = marker_set()
 
 
-def is_missing(value: Any, markers: frozenset[str] = DEFAULT_MARKERS) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float):
-        return value != value
-    if isinstance(value, str):
-        return len(value) <= MAX_NUMBER_CHARS and value.strip().lower() in markers
-    return False
-
-
 def number(value: Any, markers: frozenset[str] = DEFAULT_MARKERS) -> float:
     """The float a value stands for (NaN when it is missing), or ValueProblem."""
     kind = type(value)
@@ -192,3 +182,18 @@ def _all_finite(numbers: pa.Array) -> bool:
             if np.isfinite(np.add.reduce(numbers.to_numpy())):
                 return True  # inf or NaN would have made the sum inf or NaN: no need to test each value
     return (pc.sum(pc.is_finite(numbers)).as_py() or 0) == len(numbers) - numbers.null_count
+
+
+def read_texts(column: pa.Array, markers: frozenset[str] = DEFAULT_MARKERS) -> pa.DictionaryArray:
+    """`text` over a string column (batch scoring): trimmed, markers missing (null), dictionary-
+    encoded. Only the distinct values are looked at when the file's column came encoded."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    distinct = column.dictionary
+    trimmed = pc.utf8_trim_whitespace(distinct)
+    missing = missing_mask(trimmed, markers)
+    if trimmed.equals(distinct):
+        gone = pc.fill_null(pc.take(missing, column.indices), True)
+        return pa.DictionaryArray.from_arrays(pc.if_else(gone, pa.scalar(None, column.indices.type), column.indices), distinct)
+    cleaned = pc.if_else(missing, pa.scalar(None, pa.string()), trimmed)
+    return pc.dictionary_encode(pc.take(cleaned, column.indices))

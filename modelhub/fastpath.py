@@ -114,12 +114,7 @@ class Predictor:
         rows = list(rows)
         if not rows:
             return np.empty(0)
-        if self._program is not None:
-            try:
-                return self._program.proba_columns({name: [row.get(name) for row in rows] for name in self._program.inputs})
-            except _Unusual:
-                pass
-        return self._pipeline_proba(training.features_frame(pd.DataFrame(rows), self.schema))
+        return self.proba_columns({name: [row.get(name) for row in rows] for name in self.schema.feature_names})
 
     def proba_columns(self, columns: Mapping[str, Sequence]) -> np.ndarray:
         """The same for columns already read by modelhub.inputs: numbers as float64 arrays (NaN

@@ -148,22 +148,7 @@ def _warn(warnings: dict, name: str, feature: dict, column, seen: dict | None) -
                 warnings.setdefault(i, []).append({"field": name, "message": f"{value!r} is a category the model has not seen"})
 
 
-# --- batch scoring: the same rules on Arrow columns (numbers: values.read_numbers) ----------------
-
-def text_column(column: pa.Array, markers: frozenset) -> pa.DictionaryArray:
-    """A text column's categories by values' rule: trimmed, markers missing (null), dictionary-
-    encoded. Only the distinct values are looked at when the file's column came encoded."""
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column)
-    distinct = column.dictionary
-    trimmed = pc.utf8_trim_whitespace(distinct)
-    missing = values.missing_mask(trimmed, markers)
-    if trimmed.equals(distinct):
-        gone = pc.fill_null(pc.take(missing, column.indices), True)
-        return pa.DictionaryArray.from_arrays(pc.if_else(gone, pa.scalar(None, column.indices.type), column.indices), distinct)
-    cleaned = pc.if_else(missing, pa.scalar(None, pa.string()), trimmed)
-    return pc.dictionary_encode(pc.take(cleaned, column.indices))
-
+# --- batch scoring: the same rules on Arrow columns (values.read_numbers, values.read_texts) ------
 
 def _per_row(column: pa.Array, test) -> pa.Array:
     """test(values) for each row; on a dictionary column it runs on the distinct values only."""

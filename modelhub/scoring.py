@@ -279,7 +279,7 @@ def _typed_frame(batch: pa.RecordBatch, version) -> tuple[pd.DataFrame, pa.Array
                 if pc.any(refused).as_py():
                     not_numbers[name] = refused
         else:
-            typed[name] = inputs.text_column(column, markers)
+            typed[name] = value_rules.read_texts(column, markers)
     warnings = inputs.batch_warnings(typed, schema, version.profile or {}, not_numbers)
     frame = {}
     for name, column in typed.items():

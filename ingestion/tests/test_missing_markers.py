@@ -41,7 +41,7 @@ def init(path, *extra) -> str:
 
 
 @pytest.fixture
-def r_system(cl_home, db, demo):
+def r_system(cl_home, empty_db, demo):
     """Initialised on an R-style file (NA in numeric and categorical cells)."""
     path, frame = r_style(demo, "initial.csv", slice(0, 2000))
     output = init(path)
@@ -86,7 +86,7 @@ def test_the_same_kind_of_file_uploaded_is_staged_with_those_cells_missing(r_sys
     assert batch.stats["categorical"]["contract"]["missing"] == len(marked(frame, "contract", " na ")) + 1
 
 
-def test_an_r_style_upload_to_a_schema_learned_from_a_clean_file_is_staged(cl_home, db, demo):
+def test_an_r_style_upload_to_a_schema_learned_from_a_clean_file_is_staged(cl_home, empty_db, demo):
     # Before: refused, "'NA' is not a finite number", for every NA cell of the numeric columns.
     init(demo.write("initial.csv", slice(0, 2000)))
     path, frame = r_style(demo, "batch.csv", slice(2000, 2700))
@@ -129,7 +129,7 @@ def test_learning_refuses_a_target_or_an_id_with_markers(demo):
                      missing_markers=["?"])
 
 
-def test_custom_markers_are_stored_and_honoured_and_na_is_then_a_plain_value(cl_home, db, demo):
+def test_custom_markers_are_stored_and_honoured_and_na_is_then_a_plain_value(cl_home, empty_db, demo):
     frame = demo.frame.iloc[0:2000].copy()
     frame.iloc[0::9, frame.columns.get_loc("tenure")] = "?"
     frame.iloc[1::9, frame.columns.get_loc("contract")] = " ? "
