@@ -188,12 +188,12 @@ def initialised(request, _initialised_once, cl_home, demo, transactional_db):
 
 @pytest.fixture(scope="session")
 def site_template(tmp_path_factory):
-    """`site_template(time_zone="")`: a SQLite site after `migrate` and `init_cl_system`, made once
-    per time zone and run (testing/worker.py); `.copy_to(home, db_file)` starts a `Site` from it."""
-    made = {}
+    """`site_template()`: a SQLite site after `migrate` and `init_cl_system`, made once per run,
+    at the first call (testing/worker.py); `.copy_to(home, db_file)` starts a `Site` from it."""
+    made = []
 
-    def get(time_zone: str = "") -> SiteTemplate:
-        if time_zone not in made:
-            made[time_zone] = SiteTemplate(tmp_path_factory.mktemp("site_template"), time_zone=time_zone)
-        return made[time_zone]
+    def get() -> SiteTemplate:
+        if not made:
+            made.append(SiteTemplate(tmp_path_factory.mktemp("site_template")))
+        return made[0]
     return get

@@ -9,13 +9,16 @@ from typing import Annotated
 import numpy as np
 import orjson
 from django.contrib.auth.decorators import login_required
-from django.http import FileResponse, HttpResponse
+from django.db import InterfaceError, OperationalError
+from django.http import FileResponse, Http404, HttpResponse
 from django.urls import reverse
+from django.utils.log import log_response
 from ninja import File, NinjaAPI, Path as PathParam, Query, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.files import UploadedFile
 
 from clsite import home
+from clsite.space import NoSpace
 from ingestion import services as ingestion
 from ingestion.models import DataBatch
 from modelhub import artifacts, scoring, serving, services
@@ -67,12 +70,17 @@ UNAUTHENTICATED = _error("No valid token: send `Authorization: Bearer <token>`."
                          WWW_Authenticate={"description": "`Bearer`", "required": True, "schema": {"type": "string"}})
 LOCKED_OUT = _error("Too many failed attempts from this address (locked out), or a limit reached: try again later.",
                     Retry_After={"description": "Seconds to wait, when known", "schema": {"type": "string"}})
+SERVER_ERROR = _error("The server failed to answer (a fault of ours): `detail` says so, the traceback is in the server's log.")
+UNAVAILABLE = _error("A part the system needs does not answer (the database): try again shortly.",
+                     Retry_After={"description": "Seconds to wait", "schema": {"type": "string"}})
 
 
 def _document(details: dict, operation) -> None:
     responses = details["responses"]
     if operation.models:
         responses.setdefault(400, INVALID)
+    responses.setdefault(500, SERVER_ERROR)
+    responses.setdefault(503, UNAVAILABLE)
     for auth in operation.auth_callbacks:
         if isinstance(auth, TokenAuth):
             responses.setdefault(401, UNAUTHENTICATED)
@@ -114,8 +122,38 @@ def invalid(request, exc: ValidationError):
 
 @api.exception_handler(AuthenticationError)
 def unauthenticated(request, exc):
-    response = api.create_response(request, {"detail": "a valid token is needed: Authorization: Bearer <token>"}, status=401)
+    response = _json({"detail": "a valid token is needed: Authorization: Bearer <token>", "errors": []}, 401)
     response["WWW-Authenticate"] = "Bearer"
+    return response
+
+
+@api.exception_handler(HttpError)
+def refused(request, exc: HttpError):
+    return _json({"detail": exc.message, "errors": []}, exc.status_code)
+
+
+@api.exception_handler(Http404)
+def not_found(request, exc):
+    return _json({"detail": str(exc) or "not found", "errors": []}, 404)
+
+
+# Every other exception, in authentication or in an operation: the error shape, never Django's HTML
+# page, and the traceback in the web log (django.request, settings.LOGGING). A database that does
+# not answer is a part failing for a while (503, try again); anything else is a fault of ours (500).
+# A handler for a narrower exception (an operation's own) comes first: ninja picks by the MRO.
+UNREACHABLE_DATABASE = (OperationalError, InterfaceError)
+RETRY_AFTER_SECONDS = 30
+
+
+@api.exception_handler(Exception)
+def server_error(request, exc: Exception):
+    if isinstance(exc, UNREACHABLE_DATABASE):
+        response = _json({"detail": "the database does not answer; try again in a minute", "errors": []}, 503)
+        response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    else:
+        response = _json({"detail": "the server failed to answer this request (a fault of ours); the error is in its log",
+                          "errors": []}, 500)
+    log_response("%s: %s", response.reason_phrase, request.path, response=response, request=request, exception=exc)
     return response
 
 
@@ -204,19 +242,24 @@ def _one_file(request, file) -> None:
 
 # `file` is optional in the signature so that the permission is checked before the file is
 # missed: a role without it gets 403, whatever it sent (the upload handler stored nothing).
-@api.post("/batches", response={201: BatchOut, 400: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: BatchOut},
+@api.post("/batches", response={201: BatchOut, 400: ErrorOut, 409: ErrorOut, 413: ErrorOut, 422: BatchOut, 507: ErrorOut},
           summary="Upload a labelled CSV", auth=TokenAuth("ingestion.upload_data"),
           openapi_extra=_file_part(_201="Staged: the report.", _400="No `file` part.",
                                    _409="Refused before checking: the same file again, or the system is not initialised.",
                                    _413="The file is over the upload limit, or more than one file was sent.",
-                                   _422="Refused by the checks: the report, with every error."))
+                                   _422="Refused by the checks: the report, with every error.",
+                                   _507="Not enough free disk space to keep the file: the folder and the sizes; nothing was kept."))
 def upload(request, file: File[UploadedFile] = None):
+    if getattr(request, "upload_no_space", None):  # the request's own temporary file did not fit
+        return Status(507, {"detail": str(request.upload_no_space), "errors": []})
     _one_file(request, file)
     try:
         with file.open("rb") as fh:
             batch = ingestion.ingest_file(source=fh, original_name=file.name, user=request.user, origin=DataBatch.Source.WEB)
     except ingestion.IngestionError as exc:
         return Status(409, {"detail": str(exc)})
+    except NoSpace as exc:
+        return Status(507, {"detail": str(exc), "errors": []})
     report = batch.report
     body = {"id": batch.pk, "status": batch.status, "rows": batch.rows, "summary": report.get("summary", ""),
             "errors": report.get("errors", []), "error_count": report.get("error_count", 0), "warnings": report.get("warnings", [])}
@@ -224,10 +267,15 @@ def upload(request, file: File[UploadedFile] = None):
 
 
 @api.post("/runs", response={202: RunRequested}, summary="Ask for a retraining (joins one already queued or running)",
-          auth=TokenAuth("modelhub.retrain_model"))
+          auth=TokenAuth("modelhub.retrain_model"),
+          openapi_extra=_described(_202="Queued, or joined the run already queued or running; `message` says when it starts. "
+                                        "While the task broker (Redis) does not answer, the run is queued all the same and "
+                                        "waits for it: `waiting_for_broker` is true, `message` names the broker, and the run "
+                                        "is handed to the worker within about a minute of the broker answering again."))
 def start_run(request, force: bool = False):
     asked = request_retraining(user=request.user, trigger=TrainingRun.Trigger.API, force=force)
-    return Status(202, {"run": _run(asked.run), "created": asked.created, "message": asked.message})
+    return Status(202, {"run": _run(asked.run), "created": asked.created, "waiting_for_broker": asked.waiting_for_broker,
+                        "message": asked.message})
 
 
 @api.get("/runs/{run_id}", response={200: RunOut, 404: ErrorOut}, summary="A retraining run's state",
@@ -237,13 +285,16 @@ def run(request, run_id: Id):
     return _run(found) if found else Status(404, {"detail": f"there is no run {run_id}"})
 
 
-@api.post("/scorings", response={202: ScoringOut, 400: ErrorOut, 413: ErrorOut, 429: ErrorOut},
+@api.post("/scorings", response={202: ScoringOut, 400: ErrorOut, 413: ErrorOut, 429: ErrorOut, 507: ErrorOut},
           summary="Score a whole CSV in the background", auth=TokenAuth("modelhub.batch_predict"),
           openapi_extra=_file_part(_202="Queued.", _400="No `file` part, a CSV that cannot be scored (why), or no active model.",
                                    _413="The file is over the upload limit, or more than one file was sent.",
                                    _429="This user already has CL_SCORING_MAX_QUEUED_PER_USER jobs waiting: "
-                                        "the limit and how many wait."))
+                                        "the limit and how many wait.",
+                                   _507="Not enough free disk space to keep the file: the folder and the sizes; nothing was kept."))
 def submit_scoring(request, file: File[UploadedFile] = None):
+    if getattr(request, "upload_no_space", None):  # the request's own temporary file did not fit
+        return Status(507, {"detail": str(request.upload_no_space), "errors": []})
     _one_file(request, file)
     try:
         job = scoring.submit(source=Path(file.temporary_file_path()), original_name=file.name, user=request.user)
@@ -251,6 +302,8 @@ def submit_scoring(request, file: File[UploadedFile] = None):
         return Status(429, {"detail": str(exc)})
     except (scoring.ScoringError, artifacts.ArtifactError) as exc:
         return Status(400, {"detail": str(exc)})
+    except NoSpace as exc:
+        return Status(507, {"detail": str(exc), "errors": []})
     return Status(202, _scoring(job))
 
 

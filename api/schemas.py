@@ -123,6 +123,8 @@ class Activated(BaseModel):
 class RunRequested(BaseModel):
     run: RunOut
     created: bool = Field(description="False: a run was already queued or running, and this request joined it.")
+    waiting_for_broker: bool = Field(description="True: the run is queued but the task broker (Redis) does not answer; "
+                                                 "it is handed to the worker as soon as the broker answers again.")
     message: str
 
 

@@ -14,16 +14,19 @@
              median: a plausible value, so the schema check passes);
    and plain good batches between them. Flipped and broken are errors in the *delivered* file:
    scores always use the true rows.
-2. The policies, each from the same start in a CL_HOME of its own (migrate, init_cl_system), then
-   one step per batch with the real `ingest` and `retrain` commands (django's call_command in one
-   process per policy, so Django and scikit-learn are imported once, not twice per step):
+2. The policies, each from the same start (migrate, init_cl_system: made once, then its CL_HOME
+   and database copied into one for each policy), then one step per batch with the real `ingest`
+   and `retrain` commands (django's call_command in one process per policy, so Django and
+   scikit-learn are imported once, not twice per step):
      never   v1.0 forever: nothing is ingested or retrained;
      always  every batch ingested, `retrain` with the gates wide open (set through
              modelhub.services.update_policy); a candidate that a gate the policy cannot open
              still rejects (broken columns) is force-deployed as an ML engineer would;
      gated   every batch ingested, `retrain` with the validation policy's current defaults
              (or --gated FIELD=VALUE overrides, to try a change);
-     oracle  the flipped and broken batches are never ingested, the rest as `always`.
+     oracle  the flipped and broken batches are never ingested, the rest as `always`. Up to the
+             first bad batch it is `always` step for step (the same batches, gates and seeds make
+             the same models), so it starts from a copy of that policy's state there.
 3. The scores. After each step every policy's live model (the active version in its CL_HOME, as
    serving loads it) is scored on the next batch's true rows, which no model has seen: AUC,
    accuracy, Brier score (modelhub.evaluation.score). Each run's outcome (deployed, held,
@@ -49,6 +52,7 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
+import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -70,6 +74,7 @@ SHIFT_OLD_SHARE = 0.55
 POSITIVE_WORDS = ("1", "yes", "y", "true", "t", "positive", "pos")  # as ingestion.schema chooses the positive label
 TARGET_GAP = 0.01
 TARGET_SECONDS = 600
+BRANCH = "branch.json"  # in a policy's CL_HOME: the steps another policy took to the state copied there
 
 
 @dataclass(frozen=True)
@@ -336,25 +341,48 @@ def build_stream(data: Path, target: str, id_column: str = "", positive_label: s
 # One policy, in a process of its own (Django is configured for one CL_HOME per process)
 # ----------------------------------------------------------------------------------------------
 
-def run_policy(policy: str, manifest: dict, home: Path, gated_overrides: dict) -> dict:
+def _django(home: Path) -> None:
+    """This process's Django, on the SQLite database in the CL_HOME `home`."""
     os.environ.update(CL_HOME=str(home), DJANGO_SECRET_KEY="replay-bench-only", DJANGO_SETTINGS_MODULE="clsite.settings")
     for name in ("DATABASE_URL", "REDIS_URL", "DJANGO_DEBUG"):
         os.environ.pop(name, None)
     sys.path.insert(0, str(ROOT))
-    import io
-
     import django
 
     django.setup()
+
+
+def initialise(manifest: dict, home: Path) -> dict:
+    """The start every policy shares: migrate and init_cl_system on the initial rows, once."""
+    _django(home)
+    import io
+
+    from django.core.management import call_command
+    from django.db import connection
+
+    started = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    call_command("init_cl_system", data=manifest["initial"], target=manifest["target"], id_column=manifest["id_column"],
+                 positive_label=manifest["positive_label"], stdout=io.StringIO())
+    connection.close()  # the last connection: SQLite folds its write-ahead log into the file, ready to copy
+    return {"policy": "start", "seconds": round(time.perf_counter() - started, 1)}
+
+
+def run_policy(policy: str, manifest: dict, home: Path, gated_overrides: dict, branch_to: Path | None = None) -> dict:
+    """One policy's steps, in `home`: a copy of the shared start (`initialise`), or of another
+    policy's state with the steps it took to get there (BRANCH in `home`: the oracle).
+
+    `branch_to`: where to copy this policy's state just before its first bad batch (the always
+    policy, for the oracle)."""
+    _django(home)
+    import io
+
     from django.core.management import call_command
 
     from modelhub import evaluation, serving, services, training
     from modelhub.models import TrainingRun, ValidationPolicy
 
     started = time.perf_counter()
-    call_command("migrate", verbosity=0)
-    call_command("init_cl_system", data=manifest["initial"], target=manifest["target"], id_column=manifest["id_column"],
-                 positive_label=manifest["positive_label"], stdout=io.StringIO())
     changes = dict(OPEN_GATES) if policy in ("always", "oracle") else dict(gated_overrides) if policy == "gated" else {}
     if changes:
         services.update_policy(user=None, changes=changes)
@@ -378,8 +406,16 @@ def run_policy(policy: str, manifest: dict, home: Path, gated_overrides: dict) -
             services.force_deploy(version=version, user=None, reason=reason)
 
     batches = manifest["batches"]
-    steps = [{"step": 0, "event": "initial", "outcome": "initial", **score(batches[0]["truth"]), "retrain_seconds": None}]
+    if (home / BRANCH).exists():
+        steps = json.loads((home / BRANCH).read_text())
+    else:
+        steps = [{"step": 0, "event": "initial", "outcome": "initial", **score(batches[0]["truth"]), "retrain_seconds": None}]
     for batch in batches[:-1]:
+        if batch["step"] < len(steps):
+            continue  # taken before the branch
+        if branch_to and batch["bad"]:
+            save_branch(home, branch_to, steps)
+            branch_to = None
         record = {"step": batch["step"], "event": batch["event"]}
         tick = time.perf_counter()
         if policy == "never":
@@ -415,9 +451,29 @@ def run_policy(policy: str, manifest: dict, home: Path, gated_overrides: dict) -
     return {"policy": policy, "policy_values": policy_values, "seconds": round(time.perf_counter() - started, 1), "steps": steps}
 
 
+def save_branch(home: Path, target: Path, steps: list) -> None:
+    """This policy's CL_HOME and database as they are now, and its steps so far, into `target`;
+    the BRANCH file, written last, says the copy is whole."""
+    import sqlite3
+    from contextlib import closing
+
+    from django.db import connection
+
+    shutil.copytree(home, target, ignore=shutil.ignore_patterns("db.sqlite3*"), dirs_exist_ok=True)
+    connection.ensure_connection()
+    with closing(sqlite3.connect(target / "db.sqlite3")) as copy:
+        connection.connection.backup(copy)
+    (target / f"{BRANCH}.part").write_text(json.dumps(steps, default=str))
+    (target / f"{BRANCH}.part").rename(target / BRANCH)
+
+
 def _worker_main(args) -> None:
     manifest = json.loads(Path(args.stream).read_text())
-    result = run_policy(args.worker, manifest, Path(args.home), json.loads(args.gated_json))
+    if args.worker == "start":
+        result = initialise(manifest, Path(args.home))
+    else:
+        result = run_policy(args.worker, manifest, Path(args.home), json.loads(args.gated_json),
+                            Path(args.branch_to) if args.branch_to else None)
     Path(args.result).write_text(json.dumps(result, indent=1, default=str))
 
 
@@ -425,34 +481,56 @@ def _worker_main(args) -> None:
 # The replay: all policies, in parallel processes
 # ----------------------------------------------------------------------------------------------
 
-def replay(stream: Stream, work: Path, *, jobs: int = 3, gated: dict | None = None, policies=POLICIES) -> dict:
-    started = time.perf_counter()
-    manifest = stream.write(work / "stream")
-    running, pending, results = {}, [p for p in ("gated", "always", "oracle", "never") if p in policies], {}
+def _workers(names: list, work: Path, *, jobs: int, gated: dict | None, waits_for: dict | None = None, args: dict | None = None) -> dict:
+    """Runs `--worker NAME` for each name (the start or a policy), at most `jobs` at once, in
+    work/home_NAME, each as soon as the file `waits_for[NAME]` (if any) exists, with the extra
+    arguments `args[NAME]`; returns their results by name."""
+    waits_for, args = waits_for or {}, args or {}
+    running, pending, results = {}, list(names), {}
     while pending or running:
-        while pending and len(running) < jobs:
-            policy = pending.pop(0)
-            home, result = work / f"home_{policy}", work / f"result_{policy}.json"
+        startable = [n for n in pending if n not in waits_for or waits_for[n].exists()]
+        if not running and not startable:
+            raise RuntimeError(f"{pending} wait for files no worker made: {[str(waits_for[n]) for n in pending]}")
+        for name in startable[:max(jobs - len(running), 0)]:
+            pending.remove(name)
+            home, result = work / f"home_{name}", work / f"result_{name}.json"
             home.mkdir(parents=True, exist_ok=True)
-            log = open(work / f"{policy}.log", "wb")
-            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", policy, "--stream", str(work / "stream" / "stream.json"),
-                                     "--home", str(home), "--result", str(result), "--gated-json", json.dumps(gated or {})],
+            log = open(work / f"{name}.log", "wb")
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--worker", name, "--stream", str(work / "stream" / "stream.json"),
+                                     "--home", str(home), "--result", str(result), "--gated-json", json.dumps(gated or {}), *args.get(name, [])],
                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            running[policy] = (proc, result, log)
-        for policy, (proc, result, log) in list(running.items()):
+            running[name] = (proc, result, log)
+        for name, (proc, result, log) in list(running.items()):
             if proc.poll() is not None:
                 log.close()
                 if proc.returncode != 0:
-                    raise RuntimeError(f"policy {policy} failed ({proc.returncode}):\n" + (work / f"{policy}.log").read_text()[-4000:])
-                results[policy] = json.loads(result.read_text())
-                del running[policy]
+                    raise RuntimeError(f"{name} failed ({proc.returncode}):\n" + (work / f"{name}.log").read_text()[-4000:])
+                results[name] = json.loads(result.read_text())
+                del running[name]
         time.sleep(0.2)
+    return results
+
+
+def replay(stream: Stream, work: Path, *, jobs: int = 3, gated: dict | None = None, policies=POLICIES) -> dict:
+    started = time.perf_counter()
+    stream.write(work / "stream")
+    # The start (migrate, init_cl_system) is the same for every policy: made once, then copied.
+    start = _workers(["start"], work, jobs=1, gated=gated)["start"]
+    order = [p for p in ("gated", "always", "oracle", "never") if p in policies]
+    # The oracle branches off the always policy before the first bad batch (see run_policy).
+    branch = {"always", "oracle"} <= set(order) and any(b.bad for b in stream.batches[:-1])
+    for policy in order:
+        if not (branch and policy == "oracle"):
+            shutil.copytree(work / "home_start", work / f"home_{policy}")
+    oracle_home = work / "home_oracle"
+    results = _workers(order, work, jobs=jobs, gated=gated, waits_for={"oracle": oracle_home / BRANCH} if branch else {},
+                       args={"always": ["--branch-to", str(oracle_home)]} if branch else {})
     report = {
         "data": _shown(stream.data), "target": stream.target, "rows": len(stream.initial) + sum(len(b.delivered) for b in stream.batches),
         "initial_rows": len(stream.initial), "batch_rows": [len(b.delivered) for b in stream.batches],
         "events": stream.events, "schedule": {b.step: b.event for b in stream.batches if b.event != "good"},
         "seed": stream.seed, "gated_overrides": gated or {}, "jobs": jobs, "cores": os.cpu_count(),
-        "policies": {p: results[p] for p in policies},
+        "start_seconds": start["seconds"], "policies": {p: results[p] for p in policies},
     }
     report["seconds"] = round(time.perf_counter() - started, 1)
     report["targets"] = check_targets(report)
@@ -606,6 +684,7 @@ def main() -> None:
     parser.add_argument("--home", help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
     parser.add_argument("--gated-json", default="{}", help=argparse.SUPPRESS)
+    parser.add_argument("--branch-to", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         _worker_main(args)
@@ -650,8 +729,6 @@ def main() -> None:
         else:
             (args.out / "replay.json").write_text(json.dumps(report, indent=1, default=str))
     if not args.work:
-        import shutil
-
         shutil.rmtree(work, ignore_errors=True)
 
 

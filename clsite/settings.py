@@ -160,6 +160,9 @@ try:
     DATABASES = {"default": dj_database_url.parse(os.getenv("DATABASE_URL", _default_db), conn_max_age=60)}
 except ValueError as exc:
     raise ImproperlyConfigured(f"DATABASE_URL is not a database URL: {exc}") from None
+# A kept connection that a database restart broke is replaced before use, in requests and tasks
+# alike, instead of failing the first query after the outage.
+DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while the worker writes; IMMEDIATE takes the write lock at
     # BEGIN so two writers queue on the busy timeout instead of failing mid-transaction.
@@ -345,8 +348,10 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    # A 503 is an answer we give on purpose (/healthz while unhealthy, no model yet), not an error to log.
-    "filters": {"not_503": {"()": "django.utils.log.CallbackFilter", "callback": lambda r: getattr(r, "status_code", 500) != 503}},
+    # A 503 is an answer we give on purpose (/healthz while unhealthy, no model yet), not an error to log,
+    # unless it comes with a traceback: a part failed (the API's answer while the database is down).
+    "filters": {"not_503": {"()": "django.utils.log.CallbackFilter",
+                            "callback": lambda r: getattr(r, "status_code", 500) != 503 or bool(r.exc_info)}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"},
                  "errors": {"class": "logging.StreamHandler", "formatter": "plain", "filters": ["not_503"]}},
     "loggers": {

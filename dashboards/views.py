@@ -10,6 +10,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from clsite import exports, home, schedules
+from clsite.space import NoSpace
 from ingestion import services as ingestion
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.selectors import data_stats
@@ -61,7 +62,7 @@ def upload(request):
             try:
                 with uploaded.open("rb") as fh:
                     batch = ingestion.ingest_file(source=fh, original_name=uploaded.name, user=request.user)
-            except ingestion.IngestionError as exc:
+            except (ingestion.IngestionError, NoSpace) as exc:
                 form.add_error("file", str(exc))
             else:
                 level = messages.SUCCESS if batch.status == DataBatch.Status.STAGED else messages.ERROR
@@ -169,7 +170,8 @@ def run_start(request):
     form = RetrainForm(request.POST)
     force = form.is_valid() and form.cleaned_data["force"]
     asked = request_retraining(user=request.user, trigger=TrainingRun.Trigger.MANUAL, force=force)
-    (messages.success if asked.created else messages.info)(request, asked.message + " This page refreshes until it ends.")
+    say = messages.warning if asked.waiting_for_broker else messages.success if asked.created else messages.info
+    say(request, asked.message + " This page refreshes until it ends.")
     return redirect("run_detail", pk=asked.run.pk)
 
 
@@ -221,7 +223,7 @@ def predict_batch(request):
     uploaded = form.cleaned_data["file"]
     try:
         job = scoring.submit(source=Path(uploaded.temporary_file_path()), original_name=uploaded.name, user=request.user)
-    except (scoring.ScoringError, services.artifacts.ArtifactError) as exc:
+    except (scoring.ScoringError, services.artifacts.ArtifactError, NoSpace) as exc:
         messages.error(request, f"{uploaded.name}: {exc}")
         return redirect("predict")
     messages.success(request, f"{uploaded.name} is queued for scoring; this page shows its progress.")

@@ -56,8 +56,9 @@ def read_header(path: Path) -> tuple[list[str], str]:
     return parse_header(head, whole=len(head) < SNIFF_BYTES)
 
 
-def parse_header(head: bytes, *, whole: bool) -> tuple[list[str], str]:
-    """read_header on the first bytes of a file (`whole` when they are the whole file)."""
+def parse_header(head: bytes, *, whole: bool, delimiter: str | None = None) -> tuple[list[str], str]:
+    """read_header on the first bytes of a file (`whole` when they are the whole file); the
+    delimiter is the header's commonest of DELIMITERS unless given."""
     if not head:
         raise HeaderError("empty_file", "the file is empty")
     for magic, kind in MAGIC.items():
@@ -78,7 +79,7 @@ def parse_header(head: bytes, *, whole: bool) -> tuple[list[str], str]:
     first_line = text.splitlines()[0] if text.strip() else ""
     if not first_line.strip():
         raise HeaderError("empty_file", "the file has no header row")
-    delimiter = max(DELIMITERS, key=first_line.count)
+    delimiter = delimiter or max(DELIMITERS, key=first_line.count)
     header = next(csv.reader(io.StringIO(first_line), delimiter=delimiter))
     header = [name.strip() for name in header]
     if any(not name for name in header):
@@ -127,7 +128,7 @@ def stream_batches(
     with open(path, "rb") as fh:
         reader = pacsv.open_csv(_NoCarriageReturnAtEnd(fh), read_options=read_options(header), parse_options=parse,
                                 convert_options=convert)
-        yield from _read_ahead(_joined_batches(reader))
+        yield from read_ahead(_joined_batches(reader), name="csv-reader")
 
 
 class _NoCarriageReturnAtEnd(io.RawIOBase):
@@ -170,11 +171,13 @@ def _joined_batches(reader: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch
 _END = object()
 
 
-def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
+def read_ahead(items: Iterator, depth: int = 2, *, name: str = "read-ahead") -> Iterator:
     """Iterate `items` on a thread of its own, at most `depth` items ahead of the consumer.
 
-    pyarrow parses with the GIL released, so this is real parallelism. An error in the
-    producer is raised in the consumer; a consumer that stops early stops the producer.
+    The one producer/consumer hand-over of ingestion: the parser runs ahead of the checks
+    (stream_batches), the checks ahead of the Parquet writer (validation). pyarrow works with
+    the GIL released, so this is real parallelism. An error in the producer is raised in the
+    consumer; a consumer that stops early stops the producer, which closes `items`.
     """
     ready: queue.Queue = queue.Queue(maxsize=depth)
     stop = threading.Event()
@@ -196,8 +199,11 @@ def _read_ahead(items: Iterator, depth: int = 2) -> Iterator:
             put((_END, None))
         except BaseException as exc:  # handed to the consumer
             put((_END, exc))
+        finally:
+            if hasattr(items, "close"):
+                items.close()  # a generator's own clean-up (its file, its own reader thread) runs now, not at collection
 
-    producer = threading.Thread(target=produce, name="csv-reader", daemon=True)
+    producer = threading.Thread(target=produce, name=name, daemon=True)
     producer.start()
     try:
         while True:
@@ -299,29 +305,80 @@ class ByteScan:
     delimiter: str
     problems: list[dict]  # the first `limit` problems, each with its line and 0-based field
     counts: Counter  # every problem, by code
+    header: list[str] | None = None  # the header's names, read off the first bytes (None: they are no header)
+
+    @property
+    def readable(self) -> bool:
+        """Text to the end: no NUL byte, no invalid UTF-8 (the scan stops at the first of either)."""
+        return not (self.counts["binary"] or self.counts["encoding"])
 
 
-def scan_bytes(path: Path, *, delimiter: str, limit: int) -> ByteScan:
+@dataclass(frozen=True)
+class CsvFile:
+    """A CSV file and what is known of it, learned once and handed on to whatever reads it, so
+    nobody sniffs its header or scans its bytes again: the header's names, the delimiter and
+    (CsvFile.scanned) the byte scan of the whole file."""
+
+    path: Path
+    header: list[str]
+    delimiter: str
+    scan: ByteScan | None = None
+
+    @classmethod
+    def open(cls, path: Path) -> "CsvFile":
+        """The file with its header, read off its first bytes; HeaderError when they are none."""
+        return cls(path, *read_header(path))
+
+    @classmethod
+    def scanned(cls, path: Path, *, scan: ByteScan | None = None, limit: int) -> "CsvFile":
+        """The file with its byte scan: `scan` when a ByteScanner saw the bytes as they were
+        written, else a scan made now, in one pass that reads the header too. HeaderError when
+        the first bytes are no CSV header."""
+        if scan is None or scan.header is None:
+            scanner = _fed_from(path, ByteScanner(path, limit=limit))
+            scan = scanner.finish()
+            if scan is None:
+                raise scanner.header_error
+        return cls(path, scan.header, scan.delimiter, scan)
+
+    def batches(self, columns: list[str], *, on_bad_row: Callable | None = None, dictionary=()) -> Iterator[pa.RecordBatch]:
+        """stream_batches of the file; the parser leaves the UTF-8 check to a scan that made it."""
+        return stream_batches(self.path, header=self.header, delimiter=self.delimiter, columns=columns, on_bad_row=on_bad_row,
+                              utf8_checked=self.scan is not None and self.scan.readable, dictionary=dictionary)
+
+    def ragged_rows(self, *, limit: int) -> tuple[list[dict], int]:
+        return locate_ragged_rows(self.path, delimiter=self.delimiter, expected=len(self.header), limit=limit)
+
+    def lines_of(self, records: set[int]) -> dict[int, int]:
+        return record_lines(self.path, delimiter=self.delimiter, expected=len(self.header), records=records)
+
+
+def scan_bytes(path: Path, *, delimiter: str | None = None, limit: int) -> ByteScan | None:
     """ByteScanner over the whole of a file."""
-    scanner = ByteScanner(path, delimiter=delimiter, limit=limit)
+    return _fed_from(path, ByteScanner(path, delimiter=delimiter, limit=limit)).finish()
+
+
+def _fed_from(path: Path, scanner: "ByteScanner") -> "ByteScanner":
     with open(path, "rb") as fh:
-        while chunk := fh.read(SCAN_CHUNK):
+        while not scanner.done and (chunk := fh.read(SCAN_CHUNK)):
             scanner.feed(chunk)
-    return scanner.finish()
+    return scanner
 
 
 class ByteScanner:
     """One pass over the raw bytes, fed in chunks, for what the CSV parser cannot see or would hide.
 
     Finds NUL bytes (binary content) and invalid UTF-8, stopping at the first one, and lists
-    stray quotes (all counted). Without a delimiter it reads
-    the header from the first bytes to learn it, and gives up (finish() returns None) on a
-    file whose header cannot be read. A problem's line is counted from `path`, which must hold
-    every byte fed so far.
+    stray quotes (all counted). It reads the header from the first bytes (the scan carries it on,
+    see CsvFile) and, without a delimiter, learns the delimiter there; it then gives up
+    (finish() returns None, header_error says why) on a file whose header cannot be read. A
+    problem's line is counted from `path`, which must hold every byte fed so far.
     """
 
     def __init__(self, path: Path, *, delimiter: str | None = None, limit: int):
         self.path, self.delimiter, self.limit = path, delimiter, limit
+        self.header: list[str] | None = None
+        self.header_error: HeaderError | None = None
         self.problems: list[dict] = []
         self.counts: Counter = Counter()
         self.skip: int | None = None  # the length of a BOM, once the first bytes are in
@@ -353,15 +410,15 @@ class ByteScanner:
             self._scan(self.carry, len(self.carry))
         if self.delimiter is None:
             return None
-        return ByteScan(self.delimiter, self.problems, self.counts)
+        return ByteScan(self.delimiter, self.problems, self.counts, self.header)
 
     def _start(self, head: bytes) -> None:
         self.skip = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
-        if self.delimiter is None:
-            try:
-                self.delimiter = parse_header(head[:SNIFF_BYTES], whole=len(head) < SNIFF_BYTES)[1]
-            except HeaderError:
-                self.done = True
+        try:
+            self.header, self.delimiter = parse_header(head[:SNIFF_BYTES], whole=len(head) < SNIFF_BYTES, delimiter=self.delimiter)
+        except HeaderError as exc:
+            self.header_error = exc
+            self.done = self.delimiter is None  # with a delimiter given, the scan goes on and places the problem
 
     def _scan(self, data: bytes, end: int) -> None:
         """Scan data[:end] and carry the rest over to the next chunk."""

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 from django.db import transaction
 from django.utils import timezone
 
-from clsite import home
+from clsite import home, space
 
 from .models import DatasetSchema, DataBatch, MasterPartition, MasterSummary
 from .stats import StatsAccumulator
@@ -25,11 +25,14 @@ SUMMARY_ROWS = 64_000  # rows summarised at a time: bounds the memory of the Arr
 
 
 def link_or_copy(source: Path, target: Path) -> None:
+    """A second name for `source`: a hard link, or a copy where the filesystem allows none (NoSpace,
+    and no partial copy, when it does not fit)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(source, target)
     except OSError:
-        shutil.copy2(source, target)
+        with space.guard(target.parent, needed=source.stat().st_size, partial=[target]):
+            shutil.copy2(source, target)
 
 
 @dataclass(frozen=True)
@@ -78,21 +81,28 @@ def merge_batches(merge: Merge) -> list[MasterPartition]:
     Files are linked to their new places first and the old names removed only after the
     database commits, so a crash at any point leaves every batch whole in one place or the other.
     """
-    moves, partitions = [], []
-    with transaction.atomic():
-        for batch in merge.batches:
-            part = f"data/training/part-{batch.pk:06d}.parquet"
-            archived = f"data/archive/{Path(batch.raw_path).name}"
-            link_or_copy(home.path(batch.parquet_path), home.path(part))
-            link_or_copy(home.path(batch.raw_path), home.path(archived))
-            moves += [batch.parquet_path, batch.raw_path]
-            partitions.append(MasterPartition.objects.create(batch=batch, path=part, rows=batch.rows))
-            batch.status = DataBatch.Status.MERGED
-            batch.parquet_path, batch.raw_path = part, archived
-            batch.merged_at = timezone.now()
-            batch.save(update_fields=["status", "parquet_path", "raw_path", "merged_at"])
-        MasterSummary.objects.update_or_create(pk=1, defaults={"rows": merge.rows, "replaced_rows": merge.replaced_rows, "stats": merge.stats})
-        transaction.on_commit(lambda: [home.path(old).unlink(missing_ok=True) for old in moves])
+    moves, partitions, made = [], [], []
+    try:
+        with transaction.atomic():
+            for batch in merge.batches:
+                part = f"data/training/part-{batch.pk:06d}.parquet"
+                archived = f"data/archive/{Path(batch.raw_path).name}"
+                for old, new in ((batch.parquet_path, part), (batch.raw_path, archived)):
+                    link_or_copy(home.path(old), home.path(new))
+                    made.append(home.path(new))
+                moves += [batch.parquet_path, batch.raw_path]
+                partitions.append(MasterPartition.objects.create(batch=batch, path=part, rows=batch.rows))
+                batch.status = DataBatch.Status.MERGED
+                batch.parquet_path, batch.raw_path = part, archived
+                batch.merged_at = timezone.now()
+                batch.save(update_fields=["status", "parquet_path", "raw_path", "merged_at"])
+            MasterSummary.objects.update_or_create(pk=1, defaults={"rows": merge.rows, "replaced_rows": merge.replaced_rows, "stats": merge.stats})
+            transaction.on_commit(lambda: [home.path(old).unlink(missing_ok=True) for old in moves])
+    except BaseException:
+        # Not merged (a full disk, the database): the batches keep their old names, the new ones go.
+        for path in made:
+            path.unlink(missing_ok=True)
+        raise
     return partitions
 
 

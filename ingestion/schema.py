@@ -48,14 +48,15 @@ def learn_schema(csv_path: Path, *, target: str, id_column: str = "", positive_l
     stored = values.marker_list(missing_markers)
     markers = values.marker_set(stored)
     try:
-        header, delimiter = csvio.read_header(csv_path)
+        csv = csvio.CsvFile.open(csv_path)
     except csvio.HeaderError as exc:
         raise SchemaError(str(exc)) from None
+    header = csv.header
     _check_named_columns(header, target, id_column)
     profiles = {name: _Profile(markers, count=name != id_column) for name in header}
     try:
         # Dictionary-encoded: each block's checks and counts work on its distinct values only.
-        for block in csvio.stream_batches(csv_path, header=header, delimiter=delimiter, columns=header, dictionary=header):
+        for block in csv.batches(header, dictionary=header):
             for name, profile in profiles.items():
                 profile.add(block.column(name))
     except pa.ArrowInvalid as exc:

@@ -1,4 +1,5 @@
 """Writes and reads of the data side: the schema, uploads, the batch life cycle, data stats."""
+import os
 import re
 from pathlib import Path
 from typing import BinaryIO
@@ -7,7 +8,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import record
-from clsite import home
+from clsite import home, space
 from clsite.users import real_user
 
 from .models import DatasetSchema, DataBatch
@@ -58,7 +59,9 @@ def ingest_file(*, source: BinaryIO, original_name: str, user=None, origin: str 
     """Store the file byte for byte, check it, then stage it or put it in quarantine with its report.
 
     Returns the batch (staged or rejected); raises IngestionError when nothing was recorded
-    (no schema yet, or the same bytes were uploaded before).
+    (no schema yet, or the same bytes were uploaded before), and NoSpace when the disk cannot
+    hold it (nothing is kept). Its files appear in data/new or data/quarantine only together
+    with its row (_record_batch).
     """
     schema = DatasetSchema.current()
     if schema is None:
@@ -66,6 +69,7 @@ def ingest_file(*, source: BinaryIO, original_name: str, user=None, origin: str 
     home.ensure_layout()
     # The bytes are scanned as they are stored: one read of the upload instead of two.
     tmp = new_upload_path()
+    parquet_tmp, report_tmp = tmp.with_suffix(".parquet"), tmp.with_suffix(".report.json")
     scanner = byte_scanner(tmp)
     try:
         sha, size = store_stream(source, tmp, observe=scanner.feed)
@@ -73,24 +77,24 @@ def ingest_file(*, source: BinaryIO, original_name: str, user=None, origin: str 
         return _record_too_large(original_name, exc, schema=schema, user=user, origin=origin)
     try:
         _refuse_duplicate(sha)
-        parquet_tmp = tmp.with_suffix(".parquet")
-        report, column_stats = validate_and_convert(tmp, schema, parquet_tmp, scan=scanner.finish())
+        with space.guard(parquet_tmp.parent, needed=size, partial=[parquet_tmp]):
+            report, column_stats = validate_and_convert(tmp, schema, parquet_tmp, scan=scanner.finish())
         stem = f"{sha[:12]}__{safe_name(original_name)}"
         if report.ok:
             raw_path, parquet_path = f"data/new/{stem}", f"data/new/{sha[:12]}.parquet"
-            parquet_tmp.replace(home.path(parquet_path))
+            places = {tmp: raw_path, parquet_tmp: parquet_path}
         else:
             raw_path, parquet_path = f"data/quarantine/{stem}", ""
-            parquet_tmp.unlink(missing_ok=True)
-            home.atomic_write_json(home.path(raw_path + ".report.json"), report.as_dict())
-        tmp.replace(home.path(raw_path))
+            with space.guard(report_tmp.parent, needed=len(str(report.as_dict())), partial=[report_tmp]):
+                home.atomic_write_json(report_tmp, report.as_dict())
+            places = {tmp: raw_path, report_tmp: raw_path + ".report.json"}
         return _record_batch(
             original_name=original_name, sha=sha, size=size, report=report, column_stats=column_stats,
-            raw_path=raw_path, parquet_path=parquet_path, schema=schema, user=user, origin=origin,
+            raw_path=raw_path, parquet_path=parquet_path, schema=schema, user=user, origin=origin, places=places,
         )
     finally:
-        tmp.unlink(missing_ok=True)
-        tmp.with_suffix(".parquet").unlink(missing_ok=True)
+        for leftover in (tmp, parquet_tmp, report_tmp):
+            leftover.unlink(missing_ok=True)
 
 
 def ingest_path(path: Path, *, user=None, origin: str = DataBatch.Source.CLI) -> DataBatch:
@@ -104,8 +108,17 @@ def _refuse_duplicate(sha: str) -> None:
         raise DuplicateUpload(first)
 
 
-def _record_batch(*, original_name, sha, size, report: Report, column_stats, raw_path, parquet_path, schema, user, origin) -> DataBatch:
+def _record_batch(*, original_name, sha, size, report: Report, column_stats, raw_path, parquet_path, schema, user, origin,
+                  places: dict[Path, str]) -> DataBatch:
+    """Record the batch and move its files (`places`: temporary file -> path under CL_HOME) into place.
+
+    The files are renamed last inside the row's transaction, and removed again if it does
+    not commit: they are never visible without their row, whatever fails (the database stopping
+    at the insert or at the commit). Only a crash in the instant between the renames and the
+    commit leaves files no row names; the repair quarantines those (ingestion.orphans).
+    """
     status = DataBatch.Status.STAGED if report.ok else DataBatch.Status.REJECTED
+    placed: list[Path] = []
     try:
         with transaction.atomic():
             batch = DataBatch.objects.create(
@@ -114,16 +127,34 @@ def _record_batch(*, original_name, sha, size, report: Report, column_stats, raw
                 schema=schema, raw_path=raw_path, parquet_path=parquet_path, report=report.as_dict(), stats=column_stats,
             )
             record(actor=user, action=f"data.{status}", target=str(batch), details={"sha256": sha, "summary": report.summary()})
+            _place(places, placed)
     except IntegrityError:
+        _unplace(placed)
         # Another upload of the same bytes won the race; it keeps the files.
         first = DataBatch.objects.exclude(status=DataBatch.Status.DISCARDED).filter(sha256=sha).first()
         if first is None:
             raise
-        for ours, theirs in ((raw_path, first.raw_path), (parquet_path, first.parquet_path)):
-            if ours and ours != theirs:
-                home.path(ours).unlink(missing_ok=True)
         raise DuplicateUpload(first) from None
+    except BaseException:
+        _unplace(placed)
+        raise
     return batch
+
+
+def _place(places: dict[Path, str], placed: list[Path]) -> None:
+    """Rename each file to its place, adding to `placed` the places that did not exist before (the ones to undo)."""
+    for source, relative in places.items():
+        target = home.path(relative)
+        existed = target.exists()  # the same bytes under the same name (a discarded batch's): left as they were
+        os.utime(source)  # a file's age in data/ is then the time it got its row: the orphan sweep counts from it
+        source.replace(target)
+        if not existed:
+            placed.append(target)
+
+
+def _unplace(placed: list[Path]) -> None:
+    for target in placed:
+        target.unlink(missing_ok=True)
 
 
 def _record_too_large(original_name, exc: UploadTooLarge, *, schema, user, origin) -> DataBatch:

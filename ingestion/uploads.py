@@ -10,7 +10,9 @@ from django.contrib.auth.decorators import permission_required
 from django.core.files.uploadhandler import StopUpload, TemporaryFileUploadHandler
 from django.urls import Resolver404, resolve
 
-from clsite import home
+from clsite import home, space
+# Imported from here by the pages and reports that show sizes.
+from clsite.space import NoSpace, human_bytes  # noqa: F401
 
 CHUNK = 1 << 20
 
@@ -19,14 +21,6 @@ class UploadTooLarge(Exception):
     def __init__(self, size: int, limit: int):
         super().__init__(f"the file is larger than the upload limit of {human_bytes(limit)}")
         self.size, self.limit = size, limit
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("bytes", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:,.0f} {unit}" if unit == "bytes" else f"{n:,.1f} {unit}"
-        n /= 1024
-    return f"{n} GB"
 
 
 def accepts_upload(permission: str):
@@ -61,6 +55,7 @@ class GuardedUploadHandler(TemporaryFileUploadHandler):
 
     def handle_raw_input(self, input_data, META, content_length, boundary, encoding=None):
         self.files = 0
+        self.request_length = content_length  # (content_length is the base class's, per file)
         self.allowed = self._allowed()
         if not self.allowed:
             self.request.upload_refused = "This page takes no file from you."
@@ -83,7 +78,30 @@ class GuardedUploadHandler(TemporaryFileUploadHandler):
         if self.received > settings.CL_UPLOAD_MAX_BYTES:
             self.request.upload_refused = too_large_message()
             raise StopUpload(connection_reset=False)
-        return super().receive_data_chunk(raw_data, start)
+        try:
+            return super().receive_data_chunk(raw_data, start)
+        except OSError as exc:
+            self._out_of_space(exc)
+
+    def file_complete(self, file_size):
+        try:
+            return super().file_complete(file_size)  # flushes the last chunks
+        except OSError as exc:
+            self._out_of_space(exc)
+
+    def _out_of_space(self, exc: OSError):
+        """The temporary folder is full: drop the partial file and refuse the upload with the sizes
+        (request.upload_no_space, for doors that answer it apart from other refusals)."""
+        if not space.is_full(exc):
+            raise exc
+        try:
+            self.file.close()  # a temporary file: closing removes it
+        except OSError:
+            pass
+        refused = space.refused(settings.FILE_UPLOAD_TEMP_DIR, max(self.request_length or 0, self.received))
+        self.request.upload_no_space = refused
+        self.request.upload_refused = f"{str(refused)[:1].upper()}{str(refused)[1:]}."
+        raise StopUpload(connection_reset=False)
 
     def _allowed(self) -> bool:
         return may_upload(self.request.path_info, getattr(self.request, "user", None))
@@ -139,7 +157,10 @@ def store_stream(source: BinaryIO, target: Path, *, observe: Callable[[bytes], N
     """
     limit = settings.CL_UPLOAD_MAX_BYTES
     digest, size = hashlib.sha256(), 0
+    known = space.size_of(source)
     try:
+        if known is not None:
+            space.require(target.parent, known)
         # hashlib lets go of the GIL on large chunks, so each chunk is hashed on a second
         # thread while the next one is read, written and observed.
         with open(target, "wb") as out, ThreadPoolExecutor(max_workers=1, thread_name_prefix="sha256") as hasher:
@@ -157,7 +178,9 @@ def store_stream(source: BinaryIO, target: Path, *, observe: Callable[[bytes], N
                     observe(chunk)
             if hashing is not None:
                 hashing.result()
-    except BaseException:
+    except BaseException as exc:
         target.unlink(missing_ok=True)
+        if space.is_full(exc):
+            raise space.refused(target.parent, known or size) from exc
         raise
     return digest.hexdigest(), size

@@ -4,7 +4,6 @@ A file is accepted whole or refused whole: `validate_and_convert` always reads t
 the report counts every problem (and lists the first 100 with line and column), and the
 caller keeps the Parquet output only when the report has no errors.
 """
-import queue
 import threading
 from collections import Counter
 from dataclasses import dataclass, field
@@ -110,46 +109,53 @@ def byte_scanner(raw: Path) -> csvio.ByteScanner:
 def validate_and_convert(raw: Path, schema, parquet_out: Path, *, scan: csvio.ByteScan | None = None) -> tuple[Report, dict]:
     """Check `raw` against `schema`, writing typed rows to `parquet_out`; returns the report and column stats.
 
-    `scan` is the byte scan of `raw` when it was made as the file was written (byte_scanner).
+    `scan` is the byte scan of `raw` when it was made as the file was written (byte_scanner):
+    its header, delimiter and problems are then taken as they are, and the file is read once,
+    to parse it. Without one the file is scanned first.
     """
     report = Report()
     try:
-        header, report.delimiter = csvio.read_header(raw)
+        csv = csvio.CsvFile.scanned(raw, scan=scan, limit=MAX_LISTED)
     except csvio.HeaderError as exc:
         report.error(exc.code, str(exc), line=exc.line)
         return report, {}
-    report.columns = header
-    if not _check_header(header, schema, report):
+    report.delimiter, report.columns = csv.delimiter, csv.header
+    if not _check_header(csv.header, schema, report) or not _check_bytes(csv, report):
         return report, {}
-    scan = _check_bytes(raw, header, report, scan=scan)
-    if scan is None:
-        return report, {}
-    checker = _check_rows(raw, schema, report, header=header, parquet_out=parquet_out)
+    checker = _check_rows(csv, schema, report, parquet_out=parquet_out)
     if report.ok and report.rows == 0:
         report.error("no_rows", "the file has a header but no rows")
     checker.finish()
     if not report.ok:
-        _locate(raw, report, expected=len(header))
+        _locate(csv, report)
     return report, checker.stats.as_dict()
 
 
-def _check_rows(raw: Path, schema, report: Report, *, header, parquet_out: Path) -> "_BlockChecker":
-    """Read every row, check it, and write the typed rows while the report has no errors."""
+def _check_rows(csv: csvio.CsvFile, schema, report: Report, *, parquet_out: Path) -> "_BlockChecker":
+    """Read every row, check it, and write the typed rows while the report has no errors.
+
+    Three threads: the parser runs ahead of the checks, and the checks ahead of the writer,
+    so writing one block overlaps checking the next (csvio.read_ahead, both).
+    """
     checker = _BlockChecker(schema, report)
     skipped = _SkippedRows()
     encoded = schema.categorical_features + [schema.target]
+
+    def checked():
+        for block in csv.batches(schema.columns, on_bad_row=skipped, dictionary=encoded):
+            typed = checker.check(block)
+            if report.ok and not skipped.count:
+                yield typed
+
     try:
-        with _ParquetSink(parquet_out, checker.block_schema, dictionary=encoded, split=schema.numeric_features) as sink:
-            for block in csvio.stream_batches(raw, header=header, delimiter=report.delimiter, columns=schema.columns,
-                                              on_bad_row=skipped, utf8_checked=True, dictionary=encoded):
-                typed = checker.check(block)
-                if report.ok and not skipped.count:
-                    sink.write(typed)
+        with _parquet_writer(parquet_out, checker.block_schema, dictionary=encoded, split=schema.numeric_features) as writer:
+            for typed in csvio.read_ahead(checked(), name="csv-checker"):
+                writer.write_batch(typed)
     except pa.ArrowInvalid as exc:
-        _report_arrow_error(exc, raw, report, expected=len(header))
+        _report_arrow_error(exc, csv, report)
     else:
         if skipped.count:
-            _report_ragged(raw, report, expected=len(header))
+            _report_ragged(csv, report)
     return checker
 
 
@@ -167,16 +173,15 @@ def _check_header(header: list[str], schema, report: Report) -> bool:
     return report.ok
 
 
-def _check_bytes(raw: Path, header: list[str], report: Report, *, scan: csvio.ByteScan | None) -> csvio.ByteScan | None:
-    """NUL bytes, invalid UTF-8 and stray quotes; None when the file cannot be read as text at all."""
-    if scan is None or scan.delimiter != report.delimiter:
-        scan = csvio.scan_bytes(raw, delimiter=report.delimiter, limit=MAX_LISTED)
+def _check_bytes(csv: csvio.CsvFile, report: Report) -> bool:
+    """Report the scan's NUL bytes, invalid UTF-8 and stray quotes; False when the file cannot be read as text at all."""
+    header, scan = csv.header, csv.scan
     for problem in scan.problems:
         column = header[problem["field"]] if problem["field"] < len(header) else None
         report.error(problem["code"], problem["message"], line=problem["line"], column=column)
     for code, n in scan.counts.items():
         report.error_counts[code] += n - sum(1 for p in scan.problems if p["code"] == code)
-    return None if (scan.counts["binary"] or scan.counts["encoding"]) else scan
+    return scan.readable
 
 
 class _SkippedRows:
@@ -194,46 +199,16 @@ class _SkippedRows:
         return "skip"
 
 
-class _ParquetSink:
-    """Writes typed blocks on a thread of its own, so writing one block overlaps checking the next."""
-
-    def __init__(self, path: Path, schema: pa.Schema, *, dictionary: list[str], split: list[str]):
-        # Dictionary encoding only where it pays (categories, labels), not for numbers and ids,
-        # and no column statistics (nothing filters on them): a third less work writing.
-        # Those columns arrive dictionary-encoded already, so the writer takes their dictionaries
-        # as they are. The Arrow schema is not stored: Parquet's own types then read back as
-        # arrow_schema's plain strings and floats, as if the columns had been written decoded.
-        # Numbers are stored byte-stream-split: snappy then compresses them in about half the
-        # time, into a smaller file.
-        self._writer = pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=dictionary, write_statistics=False,
-                                        store_schema=False, use_byte_stream_split=split or False)
-        self._queue: queue.Queue = queue.Queue(maxsize=2)  # at most two blocks wait: memory stays bounded
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="parquet-sink", daemon=True)
-
-    def __enter__(self) -> "_ParquetSink":
-        self._thread.start()
-        return self
-
-    def write(self, batch: pa.RecordBatch) -> None:
-        if self._error is not None:
-            raise self._error
-        self._queue.put(batch)
-
-    def _run(self) -> None:
-        while (batch := self._queue.get()) is not None:
-            if self._error is None:
-                try:
-                    self._writer.write_batch(batch)
-                except BaseException as exc:  # handed to the reading thread
-                    self._error = exc
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self._queue.put(None)
-        self._thread.join()
-        self._writer.close()
-        if self._error is not None and exc_type is None:
-            raise self._error
+def _parquet_writer(path: Path, schema: pa.Schema, *, dictionary: list[str], split: list[str]) -> pq.ParquetWriter:
+    # Dictionary encoding only where it pays (categories, labels), not for numbers and ids,
+    # and no column statistics (nothing filters on them): a third less work writing.
+    # Those columns arrive dictionary-encoded already, so the writer takes their dictionaries
+    # as they are. The Arrow schema is not stored: Parquet's own types then read back as
+    # arrow_schema's plain strings and floats, as if the columns had been written decoded.
+    # Numbers are stored byte-stream-split: snappy then compresses them in about half the
+    # time, into a smaller file.
+    return pq.ParquetWriter(path, schema, compression="snappy", use_dictionary=dictionary, write_statistics=False,
+                            store_schema=False, use_byte_stream_split=split or False)
 
 
 MESSAGES = {
@@ -327,21 +302,12 @@ class _BlockChecker:
         return pc.and_(short, value_rules.missing_mask(values, self.markers))
 
     def _categorical(self, name: str, values: pa.Array) -> pa.Array:
-        # Counting the raw values first (the stats need the counts anyway) shows whether any
-        # value needs trimming, which most columns do not: trimming every column costs more.
-        # The column is read dictionary-encoded, so counting works on the indices, not the text.
-        counts = value_counts(values)
-        if any(value != value.strip() for value, _ in counts):
-            values = pc.utf8_trim_whitespace(_decoded(values))
-            counts = value_counts(values)
-        # Empty values and markers (NA, ...) are missing values, not categories; the check is on
-        # the block's distinct values.
-        missing = {value for value, _ in counts if value_rules.text(value, self.markers) is None}
-        self.counts[name] = [(value, n) for value, n in counts if value not in missing] if missing else counts
-        if missing:
-            values = _decoded(values)
-            values = pc.if_else(pc.is_in(values, value_set=pa.array(sorted(missing), pa.string())), pa.scalar(None, pa.string()), values)
-        return _encoded(values)
+        # values.read_texts: trimmed, empty values and markers (NA, ...) missing. The column is
+        # read dictionary-encoded, so that and the counting (which the stats need anyway) work
+        # on the block's distinct values and the indices, not the text.
+        texts = value_rules.read_texts(values, self.markers)
+        self.counts[name] = value_counts(pc.drop_null(texts) if texts.null_count else texts)
+        return _encoded(texts)
 
     def _problem(self, code: str, mask: pa.Array, values: pa.Array, column: str) -> None:
         count = pc.sum(mask).as_py()
@@ -415,7 +381,7 @@ def _may_need_trim(values: pa.Array) -> bool:
     return bool(((edges < 0x21) | (edges > 0x7E)).any())
 
 
-def _report_arrow_error(exc: pa.ArrowInvalid, raw: Path, report: Report, *, expected: int) -> None:
+def _report_arrow_error(exc: pa.ArrowInvalid, csv: csvio.CsvFile, report: Report) -> None:
     message = str(exc)
     if "skip initial" in message.lower():
         return  # a header without a line ending and nothing after it: "no rows" follows
@@ -423,13 +389,14 @@ def _report_arrow_error(exc: pa.ArrowInvalid, raw: Path, report: Report, *, expe
         report.error("encoding", "the file is not UTF-8 text; save it as UTF-8", line=None)
         return
     # Usually a quote left open, which swallows the rest of the file: find where it starts.
-    if not _report_ragged(raw, report, expected=expected, fallback=False):
+    if not _report_ragged(csv, report, fallback=False):
         report.error("parse_error", f"the CSV could not be read: {message}")
 
 
-def _report_ragged(raw: Path, report: Report, *, expected: int, fallback: bool = True) -> bool:
+def _report_ragged(csv: csvio.CsvFile, report: Report, *, fallback: bool = True) -> bool:
     room = max(MAX_LISTED - len(report.errors), 1)
-    rows, total = csvio.locate_ragged_rows(raw, delimiter=report.delimiter, expected=expected, limit=room)
+    expected = len(csv.header)
+    rows, total = csv.ragged_rows(limit=room)
     for row in rows:
         if row.get("error") or row["fields"] is None:
             report.error("bad_quoting", f"a quoted field starting on this line is not closed properly ({row.get('error')})", line=row["line"])
@@ -442,10 +409,10 @@ def _report_ragged(raw: Path, report: Report, *, expected: int, fallback: bool =
     return bool(rows)
 
 
-def _locate(raw: Path, report: Report, *, expected: int) -> None:
+def _locate(csv: csvio.CsvFile, report: Report) -> None:
     """Give the listed row problems their real line numbers, then list everything in line order."""
     records = {error["_record"] for error in report.errors if "_record" in error}
-    lines = csvio.record_lines(raw, delimiter=report.delimiter, expected=expected, records=records) if records else {}
+    lines = csv.lines_of(records) if records else {}
     for error in report.errors:
         record = error.pop("_record", None)
         if record in lines:

@@ -185,15 +185,18 @@ def _all_finite(numbers: pa.Array) -> bool:
 
 
 def read_texts(column: pa.Array, markers: frozenset[str] = DEFAULT_MARKERS) -> pa.DictionaryArray:
-    """`text` over a string column (batch scoring): trimmed, markers missing (null), dictionary-
-    encoded. Only the distinct values are looked at when the file's column came encoded."""
+    """`text` over a string column (the CSV reader's categories, batch scoring): trimmed, markers
+    missing (null), dictionary-encoded, each value once in the dictionary. Only the distinct
+    values are looked at when the file's column came encoded; the rows cost an index look-up
+    at most, and nothing when no value needs trimming or is a marker (most columns)."""
     if not pa.types.is_dictionary(column.type):
         column = pc.dictionary_encode(column)
     distinct = column.dictionary
     trimmed = pc.utf8_trim_whitespace(distinct)
     missing = missing_mask(trimmed, markers)
-    if trimmed.equals(distinct):
-        gone = pc.fill_null(pc.take(missing, column.indices), True)
-        return pa.DictionaryArray.from_arrays(pc.if_else(gone, pa.scalar(None, column.indices.type), column.indices), distinct)
-    cleaned = pc.if_else(missing, pa.scalar(None, pa.string()), trimmed)
-    return pc.dictionary_encode(pc.take(cleaned, column.indices))
+    if trimmed.equals(distinct) and not pc.any(missing).as_py():
+        return column
+    # Trimming may make two entries one ("a", " a"): encode the cleaned entries again, then
+    # point each row at its entry's new place.
+    cleaned = pc.dictionary_encode(pc.if_else(missing, pa.scalar(None, pa.string()), trimmed))
+    return pa.DictionaryArray.from_arrays(pc.take(cleaned.indices, column.indices), cleaned.dictionary)

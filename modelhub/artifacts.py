@@ -10,6 +10,8 @@ import joblib
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
+from clsite import space
+
 
 class ArtifactError(Exception):
     """The model file is missing, altered or unreadable; the message says which."""
@@ -26,12 +28,26 @@ def dump(model) -> bytes:
     return buffer.getvalue()
 
 
+def require_room(data: bytes) -> None:
+    """NoSpace before anything is written, when the models folder cannot hold `data` (a filesystem storage)."""
+    location = getattr(storage(), "location", None)
+    if location:
+        space.require(location, len(data))
+
+
 def write(data: bytes, name: str) -> str:
-    """Write joblib bytes as `name` (replacing any file of that name); returns their sha256."""
+    """Write joblib bytes as `name` (replacing any file of that name); returns their sha256.
+    NoSpace, and no partial file, when the disk fills meanwhile."""
     store = storage()
     if store.exists(name):
         store.delete(name)
-    saved = store.save(name, ContentFile(data))
+    try:
+        saved = store.save(name, ContentFile(data))
+    except OSError as exc:
+        if not space.is_full(exc):
+            raise
+        store.delete(name)
+        raise space.refused(getattr(store, "location", "the models storage"), len(data)) from exc
     if saved != name:
         raise ArtifactError(f"the models storage saved {name!r} as {saved!r}")
     return hashlib.sha256(data).hexdigest()

@@ -238,11 +238,12 @@ class ScoringJob(models.Model):
     error = models.TextField(blank=True)
     # The scoring chain (modelhub.scoring): the one job handed to the worker, how many times it
     # was handed over (the task carries that number; an older task finds it changed and does
-    # nothing), when, and the running job's last sign of life.
+    # nothing), when; and, as for a run (modelhub.jobs), the running job's heartbeat and worker.
     in_flight = models.BooleanField(default=False)
     dispatches = models.PositiveIntegerField(default=0)
     dispatched_at = models.DateTimeField(null=True, blank=True)
-    beat_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True, help_text="host:pid of the process scoring it.")
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -18,7 +18,7 @@ from ingestion import master
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.services import hold_batches, staged_batches
 
-from . import artifacts, drift, evaluation, mirrors, runs, services, training
+from . import artifacts, drift, evaluation, jobs, mirrors, runs, services, training
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
 from .gates import evaluate_gates
 
@@ -50,20 +50,24 @@ def execute(run: TrainingRun) -> TrainingRun:
         runs.finish(run, TrainingRun.Status.FAILED, error=str(exc))
         return run
     stages = _Stages(run)
-    try:
-        with runs.Heartbeat(run), training.limited_threads():
-            _run(run, stages)
-    except Exception as exc:
-        log.exception("run %s failed", run.pk)
-        stages.line("failed", 0.0, str(exc))
-        runs.finish(run, TrainingRun.Status.FAILED, error=f"{type(exc).__name__}: {exc}")
-    except BaseException as exc:
-        # django-q2's timeout (a SystemExit raised in the task) or a shutdown: record it, then let it stop us.
-        stages.line("stopped", 0.0, str(exc) or type(exc).__name__)
-        runs.finish(run, TrainingRun.Status.FAILED,
-                    error=f"stopped before it finished ({type(exc).__name__}: {exc or 'interrupted'}); "
-                          "its batches are still staged for the next run")
-        raise
+    # The heartbeat goes on while a failure is recorded: a run waiting for the database to come
+    # back to say why it failed is not a dead one.
+    with jobs.Heartbeat(run):
+        try:
+            with training.limited_threads():
+                _run(run, stages)
+        except Exception as exc:
+            log.exception("run %s failed", run.pk)
+            error = jobs.failure_reason(exc)
+            stages.line("failed", 0.0, error, save=False)
+            runs.finish(run, TrainingRun.Status.FAILED, error=error, retry_seconds=jobs.OUTAGE_RETRY_SECONDS)
+        except BaseException as exc:
+            # django-q2's timeout (a SystemExit raised in the task) or a shutdown: record it, then let it stop us.
+            stages.line("stopped", 0.0, str(exc) or type(exc).__name__, save=False)
+            runs.finish(run, TrainingRun.Status.FAILED,
+                        error=f"stopped before it finished ({type(exc).__name__}: {exc or 'interrupted'}); "
+                              "its batches are still staged for the next run")
+            raise
     return run
 
 
@@ -217,7 +221,10 @@ class _Stages:
         yield detail.append
         self.line(name, time.perf_counter() - started, "; ".join(detail))
 
-    def line(self, name: str, seconds: float, detail: str) -> None:
+    def line(self, name: str, seconds: float, detail: str, *, save: bool = True) -> None:
+        """The stage on the run and in the log, the log first (it needs no database); save=False
+        leaves the row to the next save of the run's stages (runs.finish)."""
         self.run.stages = [*self.run.stages, {"stage": name, "seconds": round(seconds, 3), "detail": detail}]
-        TrainingRun.objects.filter(pk=self.run.pk).update(stages=self.run.stages)
         runs.log_line(f"run={self.run.pk} stage={name} seconds={seconds:.3f} {detail}".rstrip())
+        if save:
+            TrainingRun.objects.filter(pk=self.run.pk).update(stages=self.run.stages)

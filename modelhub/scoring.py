@@ -19,7 +19,8 @@ django-q2's one queue with scoring, so scoring must never fill it. Jobs wait in 
   queue, behind any system task enqueued meanwhile. Scoring thus holds at most one worker, and
   a system task waits for at most the one job being scored, never for every job queued.
 - Whoever submits a job kicks, and so does the watchdog every minute, after `sweep()`: a job
-  running with no sign of life for STALE_AFTER (its worker killed) is failed, and a job handed
+  running whose worker died (modelhub.jobs: its heartbeat silent for a minute, or its process on
+  this machine gone; also at a worker's start, ops.repairs) is failed, and a job handed
   over but not started for CL_QUEUED_RUN_MINUTES (its task lost, e.g. a Redis flushed) is
   handed over again with a new attempt number, so the older task, if it ever comes, does
   nothing. A lost task therefore never stops the chain for good.
@@ -43,12 +44,13 @@ from django.db.models import F, OuterRef, Subquery
 from django.utils import timezone
 
 from audit.services import record
-from clsite import exports, home
+from clsite import broker, exports, home, space
 from clsite.users import real_user
 from ingestion import csvio
 from ingestion import values as value_rules
 
-from . import inputs, serving
+from . import inputs, jobs, serving
+from .jobs import STALE_AFTER
 from .models import ScoringJob
 
 log = logging.getLogger("clsite.modelhub")
@@ -56,9 +58,6 @@ log = logging.getLogger("clsite.modelhub")
 LINE_COUNT_BYTES = 8 << 20
 TASK = "modelhub.tasks.run_scoring_job"
 FOLDER = "scoring"
-# A running job writes its progress (and beat_at) with every chunk, a few times a second; one
-# silent this long has lost its worker.
-STALE_AFTER = timedelta(minutes=5)
 
 
 class ScoringError(ValueError):
@@ -89,6 +88,10 @@ def submit(*, source: Path, original_name: str, user) -> ScoringJob:
     if missing:
         raise ScoringError(f"missing columns: {', '.join(missing)}; download the template from the data page")
     owner = real_user(user)
+    size, folder = source.stat().st_size, home.path(FOLDER)
+    folder.mkdir(parents=True, exist_ok=True)
+    if source.stat().st_dev != folder.stat().st_dev:  # kept by a copy, not a rename: it needs the room
+        space.require(folder, size)
     with transaction.atomic():
         if owner is not None:
             # One submit at a time per user (PostgreSQL; SQLite's transactions are IMMEDIATE), so
@@ -98,10 +101,10 @@ def submit(*, source: Path, original_name: str, user) -> ScoringJob:
             if waiting >= settings.CL_SCORING_MAX_QUEUED_PER_USER:
                 raise ScoringLimit(waiting, settings.CL_SCORING_MAX_QUEUED_PER_USER)
         job = ScoringJob.objects.create(original_name=original_name[:255], created_by=owner,
-                                        size_bytes=source.stat().st_size, version=loaded.version)
+                                        size_bytes=size, version=loaded.version)
         job.input_path = f"{FOLDER}/{job.pk:06d}-input.csv"
-        home.path(FOLDER).mkdir(parents=True, exist_ok=True)
-        shutil.move(source, home.path(job.input_path))
+        with space.guard(folder, needed=size, partial=[home.path(job.input_path)]):
+            shutil.move(source, home.path(job.input_path))
         job.save(update_fields=["input_path"])
         record(actor=user, action="scoring.requested", target=str(job), details={"bytes": job.size_bytes})
         transaction.on_commit(kick)
@@ -136,8 +139,7 @@ def kick() -> int | None:
         except IntegrityError:
             return None  # another process started the chain this instant
         if taken:
-            _enqueue(job.pk, attempt)
-            return job.pk
+            return job.pk if _enqueue(job.pk, attempt) else None
     return None
 
 
@@ -145,11 +147,12 @@ def sweep() -> dict:
     """Put the chain right: fail a running job whose worker died, hand a lost task's job over again."""
     now = timezone.now()
     failed, again = [], []
-    for job in ScoringJob.objects.filter(status=ScoringJob.Status.RUNNING, beat_at__lt=now - STALE_AFTER):
-        if _finish(job, ScoringJob.Status.FAILED, beat_at=job.beat_at,
-                   error=f"the worker stopped while scoring this file (no progress for {int(STALE_AFTER.total_seconds() // 60)} "
-                         "minutes: killed or restarted); submit the file again"):
-            home.path(f"{FOLDER}/{job.pk:06d}-result.csv").unlink(missing_ok=True)
+    for job in ScoringJob.objects.filter(status=ScoringJob.Status.RUNNING):
+        if jobs.is_dead(job, now) and _finish(
+                job, ScoringJob.Status.FAILED, heartbeat_at=job.heartbeat_at,
+                error=f"the worker stopped while scoring this file ({_how_it_died(job, now)}: killed or shut down); "
+                      f"{job.rows_done:,} rows were scored and nothing was kept; submit the file again"):
+            home.path(result_file(job)).unlink(missing_ok=True)
             failed.append(job.pk)
     lost = now - timedelta(minutes=settings.CL_QUEUED_RUN_MINUTES)
     for job in ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED, in_flight=True, dispatched_at__lt=lost):
@@ -166,10 +169,30 @@ def sweep() -> dict:
     return {"failed": failed, "handed_again": again}
 
 
-def _enqueue(job_id: int, attempt: int) -> None:
+def _how_it_died(job: ScoringJob, now) -> str:
+    if job.heartbeat_at is None or now - job.heartbeat_at > STALE_AFTER:
+        return "no heartbeat" + (f" for {int((now - job.heartbeat_at).total_seconds())} s" if job.heartbeat_at else "")
+    return f"its process {job.worker} is gone"
+
+
+def result_file(job: ScoringJob) -> str:
+    """Where a job writes its result (relative to CL_HOME): partial while it runs, removed if it fails."""
+    return f"{FOLDER}/{job.pk:06d}-result.csv"
+
+
+def _enqueue(job_id: int, attempt: int) -> bool:
+    """Hand the job's task over; False when the broker refuses it (Redis down). The job then leaves
+    the chain, still queued, so the next kick (the watchdog's, every minute, or the next submission)
+    hands it over as soon as the broker answers, not after CL_QUEUED_RUN_MINUTES."""
     from django_q.tasks import async_task
 
-    async_task(TASK, job_id, attempt, task_name=f"scoring-{job_id}" + (f"-{attempt}" if attempt > 1 else ""))
+    try:
+        async_task(TASK, job_id, attempt, task_name=f"scoring-{job_id}" + (f"-{attempt}" if attempt > 1 else ""))
+    except broker.errors() as exc:
+        ScoringJob.objects.filter(pk=job_id, status=ScoringJob.Status.QUEUED, dispatches=attempt).update(in_flight=False)
+        log.warning("scoring job %s stays queued, not handed to the worker: %s refused it: %s", job_id, broker.describe(), exc)
+        return False
+    return True
 
 
 def run_task(job_id: int, attempt: int | None = None) -> str:
@@ -192,26 +215,29 @@ def run(job: ScoringJob, *, attempt: int | None = None) -> ScoringJob:
     claim = ScoringJob.objects.filter(pk=job.pk, status=ScoringJob.Status.QUEUED)
     if attempt is not None:
         claim = claim.filter(in_flight=True, dispatches=attempt)
-    if not claim.update(status=ScoringJob.Status.RUNNING, started_at=now, beat_at=now):
+    if not claim.update(status=ScoringJob.Status.RUNNING, started_at=now, heartbeat_at=now, worker=jobs.worker_name()):
         job.refresh_from_db()
         return job
     job.refresh_from_db()
-    result = f"{FOLDER}/{job.pk:06d}-result.csv"
-    try:
-        loaded = serving.active()
-        ScoringJob.objects.filter(pk=job.pk).update(version=loaded.version)
-        _score(job, loaded, home.path(job.input_path), home.path(result))
-    except Exception as exc:
-        log.exception("scoring job %s failed", job.pk)
-        home.path(result).unlink(missing_ok=True)
-        message = str(exc) if isinstance(exc, (ScoringError, serving.NoActiveModel)) else f"{type(exc).__name__}: {exc}"
-        _finish(job, ScoringJob.Status.FAILED, error=message)
-        return job
-    except BaseException as exc:
-        # django-q2's timeout (a SystemExit raised in the task) or a shutdown: record it, then let it stop us.
-        home.path(result).unlink(missing_ok=True)
-        _finish(job, ScoringJob.Status.FAILED, error=f"stopped before it finished ({type(exc).__name__}); submit the file again")
-        raise
+    result = result_file(job)
+    # The heartbeat goes on while a failure is recorded (the database may be down meanwhile).
+    with jobs.Heartbeat(job):
+        try:
+            loaded = serving.active()
+            ScoringJob.objects.filter(pk=job.pk).update(version=loaded.version)
+            _score(job, loaded, home.path(job.input_path), home.path(result))
+        except Exception as exc:
+            log.exception("scoring job %s failed", job.pk)
+            home.path(result).unlink(missing_ok=True)
+            message = str(exc) if isinstance(exc, (ScoringError, serving.NoActiveModel)) else jobs.failure_reason(exc)
+            jobs.write_despite_outage(lambda: _finish(job, ScoringJob.Status.FAILED, error=message),
+                                      what=f"the failure of scoring job {job.pk}")
+            return job
+        except BaseException as exc:
+            # django-q2's timeout (a SystemExit raised in the task) or a shutdown: record it, then let it stop us.
+            home.path(result).unlink(missing_ok=True)
+            _finish(job, ScoringJob.Status.FAILED, error=f"stopped before it finished ({type(exc).__name__}); submit the file again")
+            raise
     if not _finish(job, ScoringJob.Status.DONE, result_path=result):
         home.path(result).unlink(missing_ok=True)  # failed meanwhile by a sweep: its result is not kept
     return job
@@ -230,28 +256,33 @@ def _score(job: ScoringJob, loaded: serving.Loaded, source: Path, target: Path) 
     writer = None
     done = 0
     try:
-        for batch in batches:
-            if not batch.num_rows:
-                continue
-            features, warnings = _typed_frame(batch, loaded.version)
-            proba = loaded.predictor.proba_frame(features)
-            columns = {}
-            if schema.id_column in wanted:
-                columns[exports.safe_cell(schema.id_column)] = _safe_text(batch.column(schema.id_column))
-            columns["probability"] = pa.array(proba.round(4))
-            columns["prediction"] = labels.take(pa.array(proba >= loaded.version.threshold).cast(pa.int8()))
-            columns["warnings"] = _safe_text(warnings)
-            table = pa.table(columns)
-            if writer is None:
-                writer = pacsv.CSVWriter(target, table.schema)
-            writer.write_table(table)
-            done += batch.num_rows
-            ScoringJob.objects.filter(pk=job.pk).update(rows_done=done)
-    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-        raise ScoringError(f"the file could not be read as CSV: {exc}") from None
-    finally:
-        if writer is not None:
-            writer.close()
+        # A full disk: the partial result removed, the job failed with the folder and the sizes (the input's size as the estimate).
+        with space.guard(target.parent, needed=source.stat().st_size, partial=[target]):
+            try:
+                for batch in batches:
+                    if not batch.num_rows:
+                        continue
+                    features, warnings = _typed_frame(batch, loaded.version)
+                    proba = loaded.predictor.proba_frame(features)
+                    columns = {}
+                    if schema.id_column in wanted:
+                        columns[exports.safe_cell(schema.id_column)] = _safe_text(batch.column(schema.id_column))
+                    columns["probability"] = pa.array(proba.round(4))
+                    columns["prediction"] = labels.take(pa.array(proba >= loaded.version.threshold).cast(pa.int8()))
+                    columns["warnings"] = _safe_text(warnings)
+                    table = pa.table(columns)
+                    if writer is None:
+                        writer = pacsv.CSVWriter(target, table.schema)
+                    writer.write_table(table)
+                    done += batch.num_rows
+                    ScoringJob.objects.filter(pk=job.pk).update(rows_done=done)
+            except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                raise ScoringError(f"the file could not be read as CSV: {exc}") from None
+            finally:
+                if writer is not None:
+                    writer.close()
+    except space.NoSpace as exc:
+        raise ScoringError(f"the result could not be written: {exc}") from exc
     if writer is None:
         raise ScoringError("the file has a header but no rows")
 
@@ -303,17 +334,17 @@ def _safe_text(values: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.if_else(risky, pc.binary_join_element_wise("'", values, ""), values)
 
 
-def _finish(job: ScoringJob, status: str, *, result_path: str = "", error: str = "", beat_at=None) -> bool:
+def _finish(job: ScoringJob, status: str, *, result_path: str = "", error: str = "", heartbeat_at=None) -> bool:
     """End a running job (and its place in the chain); False when it was not running any more
-    (or, with beat_at, has beaten since): then nothing changes."""
+    (or, with heartbeat_at, has beaten since): then nothing changes."""
     now = timezone.now()
     fields = {"status": status, "finished_at": now, "error": error, "result_path": result_path, "in_flight": False,
               "expires_at": now + timedelta(hours=settings.CL_KEEP_SCORING_HOURS)}
     if status == ScoringJob.Status.DONE:
         fields["rows_estimate"] = F("rows_done")
     running = ScoringJob.objects.filter(pk=job.pk, status=ScoringJob.Status.RUNNING)
-    if beat_at is not None:
-        running = running.filter(beat_at=beat_at)
+    if heartbeat_at is not None:
+        running = running.filter(heartbeat_at=heartbeat_at)
     ended = bool(running.update(**fields))
     if ended:
         home.path(job.input_path).unlink(missing_ok=True)  # the scored file is the result; the input goes

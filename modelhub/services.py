@@ -35,6 +35,7 @@ def next_version_number(schema: DatasetSchema) -> tuple[int, int]:
 def register_version(*, model, schema: DatasetSchema, run: TrainingRun | None, **fields) -> ModelVersion:
     """Save the artifact and its version row (status candidate). Retries the number if another run took it."""
     data = artifacts.dump(model)
+    artifacts.require_room(data)  # refused (and recorded) before the transaction, when it cannot fit
     trained_at = fields.pop("trained_at", None) or timezone.now()
     for _ in range(3):
         major, minor = next_version_number(schema)

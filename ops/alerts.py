@@ -74,7 +74,7 @@ def current_problems(report: health.Report) -> list[Problem]:
     if worker and worker.status == health.FAILING and waiting:
         problems.append(Problem("worker-silent", "The worker is not running", f"The worker is {worker.summary}. Queued and scheduled "
                                 f"retrainings wait until it runs again.\n\nWhat to do: {worker.fix}", _url("status")))
-    for name in ("last_success", "disk", "schedule", "runs"):
+    for name in ("last_success", "disk", "schedule", "runs", "jobs", "broker"):
         check = status.get(name)
         if check and check.status == health.FAILING:
             problems.append(Problem(f"check-{name}", f"{check.title}: {check.summary}"[:200],

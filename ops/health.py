@@ -20,12 +20,13 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.timesince import timesince
 
-from clsite import home, memo
+from audit.models import AuditEvent
+from clsite import home, memo, space
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.uploads import human_bytes
-from clsite import schedules
-from modelhub import mirrors, roles, runs
-from modelhub.models import ModelVersion, TrainingRun
+from clsite import broker, schedules
+from modelhub import jobs, mirrors, roles, runs
+from modelhub.models import ModelVersion, ScoringJob, TrainingRun
 
 from .models import WorkerBeat
 
@@ -82,8 +83,8 @@ def report() -> Report:
     try:
         checks = [initialised()]
         if checks[0].status == OK:
-            checks += [worker(), retraining_schedule(), pending_runs(), last_success(), held_data(), mirror_files()]
-        checks += [disk(), alert_mail()]
+            checks += [worker(), retraining_schedule(), pending_runs(), stuck_jobs(), last_success(), held_data(), mirror_files()]
+        checks += [task_broker(), disk(), alert_mail()]
     except DatabaseError as exc:
         checks = [Check("database", "Database", FAILING, f"the database cannot be read: {exc}",
                         "check DATABASE_URL and that the database server runs; then `manage.py migrate`")]
@@ -111,7 +112,8 @@ def worker_last_seen() -> tuple[object, str]:
 def worker() -> Check:
     last, who = worker_last_seen()
     fix = ("start the worker: `manage.py qcluster` beside the web server (`make run` starts one); under systemd, "
-           "restart its unit. Stop it with SIGTERM to the qcluster process itself.")
+           "restart its unit. Stop it with SIGTERM to the qcluster process itself. If the broker check fails too, "
+           "the worker may be running but cannot be handed its watchdog: start the broker first.")
     if last is None:
         return Check("worker", "Worker", FAILING, "no worker has run yet", fix)
     silent = timezone.now() - last
@@ -153,6 +155,25 @@ def pending_runs() -> Check:
     return Check("runs", "Runs", OK, described, details=details)
 
 
+def stuck_jobs() -> Check:
+    """Scoring jobs (any background job but runs, which pending_runs watches) that will not end by
+    themselves: running on a dead worker, or handed to a worker that never took them."""
+    now = timezone.now()
+    running = list(ScoringJob.objects.filter(status=ScoringJob.Status.RUNNING))
+    dead = [job.pk for job in running if jobs.is_dead(job, now)]
+    lost = list(ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED, in_flight=True, dispatched_at__lt=now - timedelta(
+        minutes=settings.CL_QUEUED_RUN_MINUTES)).values_list("pk", flat=True))
+    queued = ScoringJob.objects.filter(status=ScoringJob.Status.QUEUED).count()
+    details = {"running": len(running), "queued": queued, "stuck": len(dead) + len(lost), "dead_worker": dead, "never_started": lost}
+    if dead or lost:
+        words = [f"scoring job(s) {', '.join(map(str, dead))} running on a worker that died"] if dead else []
+        words += [f"scoring job(s) {', '.join(map(str, lost))} handed to a worker that never started them"] if lost else []
+        return Check("jobs", "Background jobs", FAILING, f"{len(dead) + len(lost)} stuck: " + "; ".join(words),
+                     "`manage.py health --repair` fails the dead ones and hands the others over again now (the watchdog does "
+                     "within a minute); if it comes back, check that `manage.py qcluster` runs", details)
+    return Check("jobs", "Background jobs", OK, f"no job stuck; {len(running)} scoring, {queued} waiting", details=details)
+
+
 def last_success() -> Check:
     success = TrainingRun.objects.filter(status__in=[TrainingRun.Status.DEPLOYED, TrainingRun.Status.SKIPPED]).order_by("-finished_at").first()
     staged = DataBatch.objects.filter(status=DataBatch.Status.STAGED).order_by("uploaded_at")
@@ -189,11 +210,30 @@ def mirror_files() -> Check:
     return Check("mirrors", "Mirror files", OK, "models/active, models/metadata and logs/deployments.json match the database")
 
 
+def task_broker() -> Check:
+    """Whether the worker can be handed work: a PING of Redis with a short timeout (broker.problem)."""
+    why = broker.problem()
+    if why:
+        return Check("broker", "Task broker", FAILING, why,
+                     "start Redis or check REDIS_URL; retrainings and scoring asked for meanwhile wait, queued, and are "
+                     "handed to the worker within a minute of Redis answering again (nothing is lost)",
+                     {"broker": broker.describe()})
+    return Check("broker", "Task broker", OK, f"{broker.describe()} answers", details={"broker": broker.describe()})
+
+
 def disk() -> Check:
     usage = shutil.disk_usage(home.home())
     used = home_size()
     details = {"cl_home_bytes": used, "free_bytes": usage.free, "total_bytes": usage.total}
     summary = f"CL_HOME holds {human_bytes(used)}; {human_bytes(usage.free)} free of {human_bytes(usage.total)}"
+    # A write refused for lack of space (clsite.space) within the hour: failing whatever
+    # CL_MIN_FREE_MB says, so that the alert tells someone (the refused file's room is free again).
+    refused = AuditEvent.objects.filter(action=space.REFUSED, created_at__gte=timezone.now() - timedelta(hours=1)).first()
+    if refused:
+        return Check("disk", "Disk", FAILING, f"a write of {human_bytes(refused.details['needed'])} under {refused.target} was "
+                     f"refused for lack of space at {timezone.localtime(refused.created_at):%Y-%m-%d %H:%M}; {summary}",
+                     "run `manage.py cleanup` (see what it frees with --dry-run), shorten the retention times, or give that folder "
+                     "more room; then send the file again", details)
     if usage.free < settings.CL_MIN_FREE_MB * 1024 * 1024:
         return Check("disk", "Disk", FAILING, summary,
                      f"free space is under {settings.CL_MIN_FREE_MB:,} MB: run `manage.py cleanup` (see what it frees with --dry-run), "

@@ -5,7 +5,10 @@ What goes, and when (settings, README "Running it unattended"):
 - temporary files (unfinished uploads, spooled files) after CL_KEEP_TMP_HOURS;
 - the raw file and report of a refused or discarded batch after CL_KEEP_QUARANTINE_DAYS;
 - the raw file of a merged batch after CL_KEEP_ARCHIVE_DAYS (its rows stay in the master);
-- a scoring job's result after CL_KEEP_SCORING_HOURS;
+- an upload file no batch names (left by a crash, quarantined by the repair in
+  data/quarantine/orphans) after CL_KEEP_QUARANTINE_DAYS; until then the plan lists it (`orphans`);
+- a scoring job's result after CL_KEEP_SCORING_HOURS; the input (and any partial result) of a
+  job that ended, at once: a failed job keeps nothing (its worker may have died mid-job);
 - logs/retraining.log is rotated once it passes CL_KEEP_LOG_MB.
 Never touched: the master dataset (data/training), staged and held batches, any model
 version's artifact or metadata, the database. A batch's row and report stay in the database;
@@ -14,7 +17,7 @@ its page says the raw file was removed and when.
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.db import transaction
@@ -22,8 +25,10 @@ from django.utils import timezone
 
 from audit.services import record
 from clsite import home
+from ingestion import orphans
 from ingestion.models import DataBatch
 from ingestion.uploads import human_bytes
+from modelhub import scoring
 from modelhub.models import ScoringJob
 
 log = logging.getLogger("clsite.ops")
@@ -42,6 +47,7 @@ class Plan:
     removals: list[Removal] = field(default_factory=list)
     rotate_log: bool = False
     done: bool = False
+    orphans: list[Removal] = field(default_factory=list)  # quarantined orphan files kept for now (ingestion.orphans)
 
     @property
     def bytes(self) -> int:
@@ -63,7 +69,8 @@ class Plan:
 
     def as_dict(self) -> dict:
         return {"summary": self.summary(), "files": len(self.removals), "bytes": self.bytes, "rotate_log": self.rotate_log,
-                "by_reason": self.by_reason(), "removals": [r.__dict__ for r in self.removals]}
+                "by_reason": self.by_reason(), "removals": [r.__dict__ for r in self.removals],
+                "orphans": [r.__dict__ for r in self.orphans]}
 
 
 def plan() -> Plan:
@@ -82,9 +89,12 @@ def plan() -> Plan:
         removals.append(_removal(batch.raw_path, f"raw file of a batch merged over {settings.CL_KEEP_ARCHIVE_DAYS} days ago", batch.pk))
     for job in ScoringJob.objects.filter(expires_at__lt=now).exclude(result_path=""):
         removals.append(_removal(job.result_path, f"scoring result older than {settings.CL_KEEP_SCORING_HOURS} hours", None))
+    removals += _scoring_leftovers(now - timedelta(hours=settings.CL_KEEP_TMP_HOURS))
+    gone, kept = _orphans(quarantine_before)
+    removals += gone
     log_file = home.path("logs", "retraining.log")
     rotate = log_file.exists() and log_file.stat().st_size > settings.CL_KEEP_LOG_MB * 1024 * 1024
-    return Plan([r for r in removals if r is not None], rotate_log=rotate)
+    return Plan([r for r in removals if r is not None], rotate_log=rotate, orphans=kept)
 
 
 def apply(*, dry_run: bool = False) -> Plan:
@@ -109,6 +119,41 @@ def apply(*, dry_run: bool = False) -> Plan:
     todo.done = True
     log.info("clean-up: %s", todo.summary())
     return todo
+
+
+def _scoring_leftovers(orphan_before) -> list[Removal]:
+    """Files in the scoring folder that no job needs: the input (and any partial result) of a job
+    that ended (ending removes them, unless it was cut short), and, after CL_KEEP_TMP_HOURS, a
+    file whose job was never recorded (a submit that failed after keeping it)."""
+    folder = home.path(scoring.FOLDER)
+    files = {}
+    for path in folder.glob("*-*.csv") if folder.is_dir() else []:
+        number = path.name.split("-", 1)[0]
+        if number.isdigit():
+            files[path] = int(number)
+    jobs = {job.pk: job for job in ScoringJob.objects.filter(pk__in=set(files.values())).only("pk", "status", "result_path")}
+    removals = []
+    for path, pk in sorted(files.items()):
+        relative, job = f"{scoring.FOLDER}/{path.name}", jobs.get(pk)
+        if job is None:
+            if path.exists() and path.stat().st_mtime < orphan_before.timestamp():
+                removals.append(_removal(relative, f"scoring file without a job, older than {settings.CL_KEEP_TMP_HOURS} hours", None))
+        elif job.status not in (ScoringJob.Status.QUEUED, ScoringJob.Status.RUNNING) and relative != job.result_path:
+            removals.append(_removal(relative, f"left by a scoring job that ended ({job.status})", None))
+    return removals
+
+
+def _orphans(before) -> tuple[list[Removal], list[Removal]]:
+    """The quarantined files no batch names: those to remove (quarantined before `before`), those kept."""
+    gone, kept = [], []
+    for path, size, mtime in orphans.quarantined():
+        if mtime < before.timestamp():
+            gone.append(Removal(path, size, f"file no batch named (left by a crash), quarantined over {settings.CL_KEEP_QUARANTINE_DAYS} days ago"))
+        else:
+            since = timezone.localtime(datetime.fromtimestamp(mtime, tz=dt_timezone.utc))
+            kept.append(Removal(path, size, f"no batch names it (left by a crash); quarantined {since:%Y-%m-%d %H:%M}, "
+                                            f"removed after {settings.CL_KEEP_QUARANTINE_DAYS} days"))
+    return gone, kept
 
 
 def _temporary(before) -> list[Removal]:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,17 @@ response = client.post("/runs/start/")
 broker = get_broker()
 print("RESULT:" + json.dumps({"code": response.status_code, "location": response.get("Location", ""),
                               "broker": type(broker).__name__, "queued": broker.queue_size()}))
+"""
+
+# Makes a user with a role (a modelhub.roles constant's name) and an API token for it; prints the token.
+API_TOKEN = """
+import json
+from django.contrib.auth import get_user_model
+from api.services import create_token
+from modelhub import roles
+user, _ = get_user_model().objects.get_or_create(username={username!r})
+roles.assign_role(user, getattr(roles, {role!r}))
+print("RESULT:" + json.dumps({{"token": create_token(user=user, name="test")[1]}}))
 """
 
 
@@ -99,15 +111,28 @@ class Site:
             return "(no worker log)"
 
 
+def afternoon_zone() -> str:
+    """A time zone where it is early afternoon now: a daily schedule at night there (the
+    retraining's 02:00) does not come round during a test run."""
+    offset = (14 - datetime.now(timezone.utc).hour) % 24
+    offset = offset - 24 if offset > 14 else offset
+    return "UTC" if offset == 0 else f"Etc/GMT{'-' if offset > 0 else '+'}{abs(offset)}"
+
+
 class SiteTemplate:
     """A site on SQLite after `migrate` and `init_cl_system` on the first 2,000 demo rows (model
     v1.0 trained), made once and copied into each site that starts from there: the copy is the
     state those two commands leave, in milliseconds instead of half a minute of processes.
 
-    `time_zone` is the site's, as for `Site` (the schedule's next run is worked out in it).
+    It is made in `time_zone`, by default `afternoon_zone()`: the retraining schedule's next run
+    (02:00 there) is then half a day away, whatever zone a site copied from it runs in. A test
+    that waits on the schedule runs its `Site` in `template.time_zone`.
+
+    The database as `migrate` left it, before `init_cl_system`, is kept too (`copy_migrated_to`).
     """
 
     def __init__(self, folder: Path, *, time_zone: str = ""):
+        self.time_zone = time_zone or afternoon_zone()
         self.home = folder / "cl_home"
         self.home.mkdir(parents=True)
         self.db_file = folder / "site.sqlite3"
@@ -116,28 +141,41 @@ class SiteTemplate:
 
         demo = ROOT / "demo" / "telco_churn.csv"
         pd.read_csv(demo, dtype=str, keep_default_na=False).iloc[0:2000].to_csv(csv, index=False)
-        site = Site(self.home, f"sqlite:///{self.db_file}", secret="site-template-secret-key", time_zone=time_zone)
+        site = Site(self.home, f"sqlite:///{self.db_file}", secret="site-template-secret-key", time_zone=self.time_zone)
         site.manage("migrate", "--no-input", "-v", "0")
+        self.migrated_db = folder / "migrated.sqlite3"
+        _copy_db(self.db_file, self.migrated_db)
         self.init_output = site.manage("init_cl_system", "--data", str(csv), "--target", "churn", "--id-column", "customer_id")
         assert "v1.0" in self.init_output, self.init_output
 
     def copy_to(self, home: Path, db_file: Path) -> None:
         """This state into a site's CL_HOME `home` and SQLite file `db_file` (made or replaced)."""
         import shutil
-        import sqlite3
 
         shutil.copytree(self.home, home, dirs_exist_ok=True)
-        db_file.unlink(missing_ok=True)
-        source, target = sqlite3.connect(self.db_file), sqlite3.connect(db_file)
-        try:
-            source.backup(target)
-        finally:
-            source.close()
-            target.close()
+        _copy_db(self.db_file, db_file)
+
+    def copy_migrated_to(self, db_file: Path) -> None:
+        """The database as `migrate` made it (no system yet) into the SQLite file `db_file`."""
+        _copy_db(self.migrated_db, db_file)
+
+
+def _copy_db(source_file: Path, target_file: Path) -> None:
+    """A whole SQLite database (its write-ahead log included) into `target_file`, made or replaced."""
+    import sqlite3
+
+    target_file.unlink(missing_ok=True)
+    source, target = sqlite3.connect(source_file), sqlite3.connect(target_file)
+    try:
+        source.backup(target)
+    finally:
+        source.close()
+        target.close()
 
 
 def stop_group(proc: subprocess.Popen) -> None:
-    """SIGTERM to qcluster itself (it stops its own children within seconds), then SIGKILL whatever is left of the group.
+    """SIGTERM to qcluster itself (it stops its own children within seconds), then SIGKILL whatever
+    is left of the group, and wait until none of it is left.
 
     (A SIGTERM to the whole group kills the children under the sentinel, which then waits for them forever.)
     """
@@ -154,6 +192,20 @@ def stop_group(proc: subprocess.Popen) -> None:
         except (ProcessLookupError, PermissionError):
             pass
         proc.wait(timeout=10)
+        _wait_until_gone(proc.pid)
+
+
+def _wait_until_gone(group: int, timeout: float = 15) -> None:
+    """Until no process of the group is left. Killed children are the init process's to reap, which
+    takes it about 2 s here; until then their pids still answer, and a worker started meanwhile
+    would take a killed worker's run for a live one (ops.startup's repair would not fail it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(group, 0)
+        except (ProcessLookupError, PermissionError):
+            return
+        time.sleep(0.05)
 
 
 def wait_for(check, *, timeout: float, what: str, site: Site, proc: subprocess.Popen | None = None, every: float = 0.5):

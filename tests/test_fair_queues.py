@@ -192,7 +192,7 @@ def test_a_job_whose_worker_died_is_failed_and_the_next_submit_restarts_the_chai
     get_broker().purge_queue()
     # The worker claimed the job, wrote part of the result, then was killed.
     silent = timezone.now() - scoring.STALE_AFTER - timedelta(seconds=5)
-    ScoringJob.objects.filter(pk=dead.pk).update(status=ScoringJob.Status.RUNNING, started_at=silent, beat_at=silent)
+    ScoringJob.objects.filter(pk=dead.pk).update(status=ScoringJob.Status.RUNNING, started_at=silent, heartbeat_at=silent)
     partial = home.path(f"scoring/{dead.pk:06d}-result.csv")
     partial.write_text("customer_id,probability\n")
 

@@ -2,7 +2,8 @@
 
 Four policies from the same start, each in a CL_HOME of its own through the real `ingest` and
 `retrain` commands: covariate shift at step 2, concept change at 3, flipped labels at 4, a
-broken column at 5. About a minute or two on two cores.
+broken column at 5. The start is made once and copied, and the oracle branches off the always
+policy before the flipped batch (bench/replay.py): about 20 s on two quiet cores.
 """
 import importlib.util
 import json

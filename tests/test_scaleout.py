@@ -266,20 +266,64 @@ def _postgres_params() -> dict:
     return {k: v for k, v in {"host": s["HOST"], "port": s["PORT"], "user": s["USER"], "password": s["PASSWORD"]}.items() if v}
 
 
-@pytest.fixture
-def worker_database():
-    """A PostgreSQL database of the worker's own (it is another process, so not pytest's test_ database)."""
-    params = _postgres_params()
-    name = f"cl_worker_{uuid.uuid4().hex[:12]}"
-    with closing(psycopg.connect(dbname="postgres", autocommit=True, **params)) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+def _database_url(name: str) -> str:
     s = connection.settings_dict
     auth = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
-    try:
-        yield name, f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{name}", params
-    finally:
+    return f"postgres://{auth}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 5432}/{name}"
+
+
+def _drop_database(name: str, params: dict) -> None:
+    with closing(psycopg.connect(dbname="postgres", autocommit=True, **params)) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+class WorkerTemplate:
+    """A PostgreSQL database and a CL_HOME after `migrate` and `init_cl_system` on the first 2,000
+    demo rows, made once per run: each worker test's database is a copy (CREATE DATABASE ...
+    TEMPLATE), its CL_HOME a copy of the folder, in a moment instead of two processes' work."""
+
+    def __init__(self, folder, params: dict):
+        self.name, self.home = f"cl_worker_template_{uuid.uuid4().hex[:12]}", folder / "cl_home"
+        self.home.mkdir()
         with closing(psycopg.connect(dbname="postgres", autocommit=True, **params)) as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            admin.execute(f'CREATE DATABASE "{self.name}"')
+        site = Site(self.home, _database_url(self.name), secret=SECRET)  # the ORM broker: neither command hands over a task
+        initial = builders.DemoData(folder / "csv").write("initial.csv", slice(0, 2000))
+        site.manage("migrate", "--no-input", "-v", "0")
+        self.init_output = site.manage("init_cl_system", "--data", str(initial), "--target", "churn", "--id-column", "customer_id")
+        assert "v1.0" in self.init_output, self.init_output
+
+    def copy_home_to(self, home) -> None:
+        shutil.copytree(self.home, home, dirs_exist_ok=True)
+
+
+@pytest.fixture(scope="session")
+def worker_template(tmp_path_factory):
+    params = _postgres_params()
+    template = WorkerTemplate(tmp_path_factory.mktemp("worker_template"), params)
+    yield template
+    _drop_database(template.name, params)
+
+
+@pytest.fixture
+def worker_database(worker_template):
+    """A PostgreSQL database of the worker's own (it is another process, so not pytest's test_
+    database): a copy of `worker_template`'s, the system initialised."""
+    params = _postgres_params()
+    name = f"cl_worker_{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + 30
+    with closing(psycopg.connect(dbname="postgres", autocommit=True, **params)) as admin:
+        while True:
+            try:
+                admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{worker_template.name}"')
+                break
+            except psycopg.errors.ObjectInUse:  # a backend of the commands that made it, still closing
+                assert time.monotonic() < deadline, "the worker template database stayed in use"
+                time.sleep(0.1)
+    try:
+        yield name, _database_url(name), params
+    finally:
+        _drop_database(name, params)
 
 
 @pytest.fixture
@@ -308,17 +352,18 @@ def worker_redis():
         client.close()
 
 
-def test_the_real_worker_on_postgresql_with_the_redis_broker(tmp_path, worker_database, worker_redis):
+def test_the_real_worker_on_postgresql_with_the_redis_broker(tmp_path, worker_template, worker_database, worker_redis):
     db_name, db_url, pg_params = worker_database
     redis_url, r = worker_redis
     home = tmp_path / "cl_home"
     home.mkdir()
     site = Site(home, db_url, secret=SECRET, redis_url=redis_url)
     demo = builders.DemoData(tmp_path / "csv")
-    initial, batch = demo.write("initial.csv", slice(0, 2000)), demo.write("batch.csv", slice(2000, 2600))
+    batch = demo.write("batch.csv", slice(2000, 2600))
 
-    site.manage("migrate", "--no-input", "-v", "0")
-    assert "v1.0" in site.manage("init_cl_system", "--data", str(initial), "--target", "churn", "--id-column", "customer_id")
+    # `migrate` and `init_cl_system` on the first 2,000 demo rows: made once per run and copied.
+    worker_template.copy_home_to(home)
+    assert "v1.0" in worker_template.init_output
 
     # Upload and "Retrain now" on the web, before any worker runs: the task waits in Redis.
     queued = site.shell(INGEST.format(path=str(batch)), RETRAIN_VIA_WEB)
@@ -358,15 +403,17 @@ def test_the_real_worker_on_postgresql_with_the_redis_broker(tmp_path, worker_da
     assert json.loads((home / "models/active/metadata.json").read_text())["version"] == "1.1"
 
 
-def test_a_worker_killed_mid_training_on_postgresql_with_redis_loses_nothing(tmp_path, worker_database, worker_redis):
+def test_a_worker_killed_mid_training_on_postgresql_with_redis_loses_nothing(tmp_path, worker_template, worker_database, worker_redis):
     db_name, db_url, pg_params = worker_database
     redis_url, _ = worker_redis
     home = tmp_path / "cl_home"
     home.mkdir()
     site = Site(home, db_url, secret=SECRET, redis_url=redis_url)
+    worker_template.copy_home_to(home)
 
     with closing(psycopg.connect(dbname=db_name, autocommit=True, **pg_params)) as db:
-        outcome = kill_mid_training_then_restart(site, tmp_path / "csv", lambda sql, *args: db.execute(sql, args).fetchone())
+        outcome = kill_mid_training_then_restart(site, tmp_path / "csv", lambda sql, *args: db.execute(sql, args).fetchone(),
+                                                 initialised=worker_template.init_output)
 
     assert outcome["failed_after_seconds"] < 60, outcome
     assert outcome["active"] == (1, 1) and outcome["batch"] == "merged"

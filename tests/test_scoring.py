@@ -139,3 +139,106 @@ def test_blanks_unknown_categories_and_text_in_a_numeric_column_score_as_the_pip
     assert all("tenure: missing, never missing in training" in warnings[i] for i in range(0, 600, 7))
     assert "monthly_charges: missing, never missing in training" in warnings[450]
     assert warnings[1] == ""
+
+
+def test_a_job_whose_worker_died_is_failed_by_the_repair_and_its_page_says_so_without_refreshing(ready, users, demo, session_home):
+    import subprocess
+    import sys
+
+    from modelhub import jobs
+    from ops import health, repairs
+
+    analyst = client_for(users["analyst"])
+    upload(analyst, "killed.csv", demo.frame.iloc[:50].to_csv(index=False).encode())
+    job = ScoringJob.objects.get()
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    # The worker claimed the job and wrote part of the result, then was killed (its heartbeat is fresh).
+    ScoringJob.objects.filter(pk=job.pk).update(status=ScoringJob.Status.RUNNING, started_at=timezone.now(), rows_done=20,
+                                                heartbeat_at=timezone.now(), worker=f"{jobs.worker_name().rsplit(':', 1)[0]}:{gone.pid}")
+    partial = session_home / scoring.result_file(job)
+    partial.write_text("customer_id,probability\n")
+    check = health.stuck_jobs()
+    assert check.status == health.FAILING and check.details["dead_worker"] == [job.pk] and check.details["stuck"] == 1
+    assert 'http-equiv="refresh"' in analyst.get(f"/predict/jobs/{job.pk}/").content.decode()
+
+    assert repairs.repair()["scoring"]["failed"] == [job.pk]
+
+    job.refresh_from_db()
+    assert job.status == ScoringJob.Status.FAILED and not job.in_flight
+    assert f"its process {job.worker} is gone" in job.error and "20 rows were scored" in job.error
+    page = analyst.get(f"/predict/jobs/{job.pk}/").content.decode()
+    assert "the worker stopped while scoring this file" in page and 'http-equiv="refresh"' not in page
+    assert not partial.exists() and not (session_home / job.input_path).exists()
+    assert health.stuck_jobs().status == health.OK
+
+
+def test_a_job_with_a_live_heartbeat_is_left_running(ready, users, demo):
+    from modelhub import jobs
+    from ops import health
+
+    upload(client_for(users["analyst"]), "slow.csv", demo.frame.iloc[:10].to_csv(index=False).encode())
+    job = ScoringJob.objects.get()
+    ScoringJob.objects.filter(pk=job.pk).update(status=ScoringJob.Status.RUNNING, heartbeat_at=timezone.now(), worker=jobs.worker_name())
+    assert scoring.sweep()["failed"] == [] and ScoringJob.objects.get(pk=job.pk).status == ScoringJob.Status.RUNNING
+    assert health.stuck_jobs().status == health.OK
+    ScoringJob.objects.filter(pk=job.pk).update(heartbeat_at=timezone.now() - jobs.STALE_AFTER - timedelta(seconds=1))
+    assert scoring.sweep()["failed"] == [job.pk]
+    assert "no heartbeat for 6" in ScoringJob.objects.get(pk=job.pk).error
+
+
+def test_files_a_job_left_behind_are_removed_by_the_clean_up(ready, users, demo, session_home, settings):
+    import os
+
+    analyst = client_for(users["analyst"])
+    for name in ("cut-short.csv", "still-running.csv"):
+        upload(analyst, name, demo.frame.iloc[:10].to_csv(index=False).encode())
+    cut, running = ScoringJob.objects.order_by("pk")
+    ScoringJob.objects.filter(pk=cut.pk).update(status=ScoringJob.Status.FAILED, error="stopped")  # its files were never removed
+    ScoringJob.objects.filter(pk=running.pk).update(status=ScoringJob.Status.RUNNING)
+    for job in (cut, running):
+        (session_home / scoring.result_file(job)).write_text("partial\n")
+    orphan, young = session_home / "scoring" / "999998-input.csv", session_home / "scoring" / "999999-input.csv"
+    orphan.write_text("x\n")
+    young.write_text("x\n")
+    old = timezone.now().timestamp() - settings.CL_KEEP_TMP_HOURS * 3600 - 60
+    os.utime(orphan, (old, old))
+
+    planned = {r.path: r.why for r in retention.plan().removals if r.path.startswith("scoring/")}
+
+    assert planned == {cut.input_path: "left by a scoring job that ended (failed)",
+                       scoring.result_file(cut): "left by a scoring job that ended (failed)",
+                       "scoring/999998-input.csv": f"scoring file without a job, older than {settings.CL_KEEP_TMP_HOURS} hours"}
+    retention.apply()
+    assert not any(home.path(path).exists() for path in planned)
+    assert (session_home / running.input_path).exists() and (session_home / scoring.result_file(running)).exists() and young.exists()
+
+
+def test_a_job_that_fails_on_the_database_says_so_and_its_failure_is_written_once_it_is_back(ready, users, demo, monkeypatch):
+    from django.db import OperationalError
+
+    from modelhub import jobs
+
+    upload(client_for(users["analyst"]), "outage.csv", demo.frame.iloc[:10].to_csv(index=False).encode())
+    job = ScoringJob.objects.get()
+
+    def database_gone(*args):
+        raise OperationalError("server closed the connection unexpectedly")
+
+    finish, attempts = scoring._finish, []
+
+    def finish_once_back(*args, **kwargs):
+        attempts.append(1)
+        if len(attempts) == 1:
+            database_gone()
+        return finish(*args, **kwargs)
+
+    monkeypatch.setattr(scoring, "_score", database_gone)
+    monkeypatch.setattr(scoring, "_finish", finish_once_back)
+    monkeypatch.setattr(jobs.time, "sleep", lambda seconds: None)
+
+    scoring.run(job)
+
+    job.refresh_from_db()
+    assert len(attempts) == 2 and job.status == ScoringJob.Status.FAILED
+    assert job.error == "the database failed or could not be reached (OperationalError: server closed the connection unexpectedly)"

@@ -5,6 +5,7 @@ import io
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -79,13 +80,22 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=environment, capture_output=True, text=True, timeout=120)
 
 
+def manage_at_once(*calls: tuple[tuple, dict]) -> list[subprocess.CompletedProcess]:
+    """`manage(*args, **env)` for each (args, env), in processes that run side by side."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: manage(*call[0], **call[1]), calls))
+
+
 def test_with_https_on_the_deploy_checks_are_clean(tmp_path):
-    done = manage("check", "--deploy", "--fail-level", "WARNING", CL_HOME=str(tmp_path), DJANGO_HTTPS="true", DJANGO_DEBUG="false",
-                  DJANGO_SECRET_KEY="k" * 20 + os.urandom(24).hex(), DJANGO_ALLOWED_HOSTS="churn.example.com")
+    deploy_check = ("check", "--deploy", "--fail-level", "WARNING")
+    (tmp_path / "https").mkdir()
+    (tmp_path / "http").mkdir()
+    done, without = manage_at_once(
+        (deploy_check, dict(CL_HOME=str(tmp_path / "https"), DJANGO_HTTPS="true", DJANGO_DEBUG="false",
+                            DJANGO_SECRET_KEY="k" * 20 + os.urandom(24).hex(), DJANGO_ALLOWED_HOSTS="churn.example.com")),
+        (deploy_check, dict(CL_HOME=str(tmp_path / "http"), DJANGO_DEBUG="false", DJANGO_SECRET_KEY="k" * 20 + os.urandom(24).hex())))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
-    without = manage("check", "--deploy", "--fail-level", "WARNING", CL_HOME=str(tmp_path), DJANGO_DEBUG="false",
-                     DJANGO_SECRET_KEY="k" * 20 + os.urandom(24).hex())
     assert without.returncode == 1 and "SECURE_HSTS_SECONDS" in without.stderr  # the check does look
 
 
@@ -100,10 +110,10 @@ def test_https_mode_redirects_sets_hsts_and_secure_cookies(ready, users, setting
 
 
 def test_without_a_key_development_starts_writing_nothing_and_production_refuses_to_start(tmp_path):
-    done = manage("check", CL_HOME=str(tmp_path), DJANGO_DEBUG="true")
+    done, refused = manage_at_once((("check",), dict(CL_HOME=str(tmp_path), DJANGO_DEBUG="true")),
+                                   (("check",), dict(CL_HOME=str(tmp_path / "prod"), DJANGO_DEBUG="false")))
     assert done.returncode == 0, done.stderr
     assert not (tmp_path / "secret_key").exists()  # importing the settings writes no key (ops/tests/test_reads_never_write.py)
-    refused = manage("check", CL_HOME=str(tmp_path / "prod"), DJANGO_DEBUG="false")
     assert refused.returncode == 1 and "DJANGO_SECRET_KEY is not set" in refused.stderr
 
 

@@ -40,13 +40,12 @@ print("RESULT:" + json.dumps({"alone": alone, "together": together, "pools": poo
 """
 
 
-def test_web_workers_pin_native_threads_and_answer_concurrent_predictions_alike(tmp_path):
+def test_web_workers_pin_native_threads_and_answer_concurrent_predictions_alike(tmp_path, site_template):
     home = tmp_path / "home"
     home.mkdir()
     site = Site(home, f"sqlite:///{home / 'db.sqlite3'}", secret="threads-test-secret-key-not-used-elsewhere")
     demo = builders.DemoData(tmp_path / "csv")
-    site.manage("migrate", "--no-input", "-v", "0")
-    site.manage("init_cl_system", "--data", str(demo.write("initial.csv", slice(0, 2000))), "--target", "churn", "--id-column", "customer_id")
+    site_template().copy_to(home, home / "db.sqlite3")  # `migrate` and `init_cl_system` on demo rows 0-2,000, made once per run
     rows = demo.frame.iloc[3000:3020].drop(columns=["customer_id", "churn"]).replace({"": None}).to_dict(orient="records")
     env = {**site.env, "ROWS": json.dumps(rows)}
     env.pop("OMP_NUM_THREADS", None)

@@ -9,7 +9,7 @@ import pytest
 
 from audit.models import AuditEvent
 from ingestion import master
-from ingestion.models import DatasetSchema, DataBatch, MasterPartition
+from ingestion.models import DatasetSchema, DataBatch, MasterPartition, MasterSummary
 from ingestion.schema import learn_schema
 from ingestion.services import (
     BatchStateError, DuplicateUpload, create_schema, discard_batch, get_data_stats, hold_batches, ingest_path, release_batch,
@@ -23,7 +23,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def schema(cl_home, db, demo):
-    """The schema contract learned from 2,000 demo rows (no model: these tests need none)."""
+    """The schema contract learned from 2,000 demo rows (no model: these tests need none).
+
+    A system the session committed before this test (conftest's `ready`) is deleted first, inside
+    this test's transaction, so the master starts empty whatever ran before."""
+    from modelhub.models import Deployment, ModelVersion, ScoringJob
+    for model in (Deployment, ScoringJob, ModelVersion, TrainingRun, MasterSummary, MasterPartition, DataBatch, DatasetSchema):
+        model.objects.all().delete()
     return create_schema(learn_schema(demo.write("initial.csv", slice(0, 2000)), target="churn", id_column="customer_id"))
 
 

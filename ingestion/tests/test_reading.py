@@ -170,6 +170,7 @@ def test_a_scan_fed_in_small_chunks_as_a_file_is_written_finds_what_a_scan_of_th
 
     assert streamed == csvio.scan_bytes(path, delimiter=delimiter, limit=100)
     assert streamed.delimiter == delimiter
+    assert streamed.header == csvio.read_header(path)[0]  # carried on to validation, which reads no header itself
 
 
 def test_a_scan_of_a_file_without_a_readable_header_gives_nothing(tmp_path):

@@ -13,7 +13,7 @@ from django_q.timeout import TimeoutHandler
 from audit.models import AuditEvent
 from ingestion.models import DataBatch
 from ingestion.services import ingest_path
-from modelhub import runs
+from modelhub import jobs, runs
 from modelhub.models import ModelVersion, TrainingRun
 from modelhub.retraining import execute, retrain_now
 
@@ -62,7 +62,7 @@ def test_the_database_keeps_one_running_and_one_queued_run(empty_db):
 
 
 def test_a_run_whose_heartbeat_stopped_is_failed_by_the_next_request_and_the_new_run_goes_ahead(hub):
-    stale = running((runs.STALE_AFTER + timedelta(seconds=5)).total_seconds())
+    stale = running((jobs.STALE_AFTER + timedelta(seconds=5)).total_seconds())
     candidate = ModelVersion.objects.create(major=1, minor=9, schema=hub.schema, run=stale, artifact="x", sha256="",
                                             trained_at=timezone.now())
 
@@ -96,7 +96,7 @@ def test_a_slow_run_with_a_live_heartbeat_is_never_taken_for_dead(hub):
 def test_the_heartbeat_thread_beats_while_the_run_works(hub):
     run = running(30, worker=runs.worker_name())
     before = run.heartbeat_at
-    with runs.Heartbeat(run, every=0.1):
+    with jobs.Heartbeat(run, every=0.1):
         time.sleep(0.6)  # a stage that writes nothing
     run.refresh_from_db()
     assert run.heartbeat_at > before + timedelta(seconds=25)
@@ -145,3 +145,96 @@ def test_a_run_stopped_by_the_task_timeout_is_failed_with_its_reason_and_its_bat
     assert not ModelVersion.objects.filter(run=run, status=ModelVersion.Status.CANDIDATE).exists()
     assert ModelVersion.active().pk == hub.pk
     assert retrain_now().status == TrainingRun.Status.DEPLOYED  # the next run takes the batch
+
+
+def test_a_run_that_fails_on_the_database_says_so_and_the_log_has_the_line(hub, demo, monkeypatch):
+    from django.db import OperationalError
+
+    from clsite import home
+    from modelhub import training
+
+    ingest_path(demo.write("batch.csv", slice(1200, 1700)))
+
+    def database_gone(*args, **kwargs):
+        raise OperationalError("terminating connection due to administrator command\nserver closed the connection")
+
+    monkeypatch.setattr(training, "select_and_fit", database_gone)
+    run = retrain_now()
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.FAILED
+    assert run.error.startswith("the database failed or could not be reached (OperationalError: terminating connection")
+    assert "\n" not in run.error and "worker" not in run.error
+    assert run.stages[-1]["stage"] == "failed"
+    lines = home.path("logs", "retraining.log").read_text().splitlines()
+    assert lines[-1].endswith(f"run={run.pk} outcome=failed error={run.error}")
+    assert f"run={run.pk} stage=failed" in lines[-2]
+
+
+def test_a_failure_the_database_could_not_take_is_told_by_the_sweep_from_the_log(hub):
+    dead = running((jobs.STALE_AFTER + timedelta(seconds=5)).total_seconds())
+    runs.log_line(f"run={dead.pk + 1000} outcome=failed error=not this run")
+    runs.log_line(f"run={dead.pk} outcome=failed error=the database failed or could not be reached (OperationalError: gone)")
+    runs.log_line(f"run={dead.pk + 1000} stage=merge seconds=0.1 a later line of another run")
+
+    assert runs.sweep()["failed_stale"] == [dead.pk]
+
+    dead.refresh_from_db()
+    assert dead.error == "the database failed or could not be reached (OperationalError: gone)"
+    assert AuditEvent.objects.get(action="run.failed", target=f"run {dead.pk}").details["error"] == dead.error
+
+
+def test_the_end_of_a_run_is_written_again_until_the_database_answers(hub, monkeypatch):
+    from django.db import OperationalError
+
+    run = running(1, worker=runs.worker_name())
+    attempts, pauses = [], []
+    save = TrainingRun.save
+
+    def flaky_save(self, *args, **kwargs):
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise OperationalError("connection refused")
+        return save(self, *args, **kwargs)
+
+    monkeypatch.setattr(TrainingRun, "save", flaky_save)
+    monkeypatch.setattr(jobs.time, "sleep", pauses.append)
+
+    assert runs.finish(run, TrainingRun.Status.FAILED, error="the database failed", retry_seconds=60)
+
+    assert len(attempts) == 3 and pauses == [1.0, 2.0]
+    assert TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.FAILED
+
+
+def test_the_end_of_a_run_is_given_up_after_its_time_and_left_to_the_sweep(hub, monkeypatch):
+    from django.db import OperationalError
+
+    run = running(1, worker=runs.worker_name())
+
+    def down(self, *args, **kwargs):
+        raise OperationalError("connection refused")
+
+    monkeypatch.setattr(TrainingRun, "save", down)
+    clock = iter(range(0, 10_000, 7))
+    monkeypatch.setattr(jobs.time, "monotonic", lambda: next(clock))
+    monkeypatch.setattr(jobs.time, "sleep", lambda seconds: None)
+
+    assert not runs.finish(run, TrainingRun.Status.FAILED, error="the database failed (x)", retry_seconds=30)
+    assert runs.logged_error(run.pk) == "the database failed (x)"
+    assert TrainingRun.objects.get(pk=run.pk).status == TrainingRun.Status.RUNNING
+
+
+def test_a_failure_names_its_cause_when_it_is_the_database_or_storage():
+    from django.db import InterfaceError
+
+    try:
+        try:
+            raise InterfaceError("connection already closed")
+        except InterfaceError:
+            raise RuntimeError("while writing the stage")
+    except RuntimeError as exc:
+        chained = exc
+    assert jobs.failure_reason(chained) == "the database failed or could not be reached (InterfaceError: connection already closed)"
+    full = OSError(28, "No space left on device", "/var/cl/models/versions/x.joblib")
+    assert jobs.failure_reason(full).startswith("storage failed: a file could not be read or written (OSError: [Errno 28]")
+    assert jobs.failure_reason(ValueError("a\n  b")) == "ValueError: a b"

@@ -3,6 +3,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import CommandError
 
+from clsite.space import NoSpace
 from ingestion.management.base import InitialisedCommand
 from ingestion.models import DataBatch
 from ingestion.services import IngestionError, ingest_path
@@ -29,8 +30,8 @@ class Command(InitialisedCommand):
                 raise CommandError(f"there is no user {options['user']!r}")
         try:
             batch = ingest_path(path, user=user)
-        except IngestionError as exc:
-            raise CommandError(str(exc)) from None
+        except (IngestionError, NoSpace) as exc:
+            raise CommandError(f"{path.name} was not taken: {exc}" if isinstance(exc, NoSpace) else str(exc)) from None
         print_report(self, batch)
         if batch.status == DataBatch.Status.REJECTED:
             raise CommandError(f"{path.name} was refused: {batch.report.get('summary')}; the file is kept in {batch.raw_path or 'no file (too large)'}")

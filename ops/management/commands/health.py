@@ -9,16 +9,17 @@ MARK = {health.OK: "ok", health.WARNING: "WARN", health.FAILING: "FAIL"}
 
 
 class Command(BaseCommand):
-    help = ("Is the loop healthy? Worker, schedule, runs, last success, data waiting, held data, mirrors, disk, alert mail; "
+    help = ("Is the loop healthy? Worker, schedule, runs, background jobs, last success, data waiting, held data, mirrors, "
+            "task broker, disk, alert mail; "
             "each with what to do. Exit 0 healthy, 1 unhealthy. Also raises the alerts: a problem that is new is mailed to "
             "the ML engineers (as the watchdog does every minute), so a cron job running this tells people even when the "
-            "worker is dead.")
+            "worker or the broker is down.")
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", help="print the report as JSON")
         parser.add_argument("--repair", action="store_true",
-                            help="first put right what needs no person: fail runs whose worker died, hand lost runs over again, "
-                                 "rewrite stale mirror files, restore the system schedules, make CL_HOME's folders "
+                            help="first put right what needs no person: fail runs and scoring jobs whose worker died, hand lost ones over again, "
+                                 "rewrite stale mirror files, restore the system schedules, quarantine orphan upload files, make CL_HOME's folders "
                                  "(`make run` does this at every start)")
 
     def handle(self, *args, **options):
