@@ -23,15 +23,17 @@ run: install nginx
 nginx:
 	@bash scripts/install-nginx.sh
 
-# The whole suite on SQLite (browser tests included), then the scale-out tests on
+# The whole suite on SQLite (browser and fault tests included), in two processes (pytest-xdist;
+# a file's tests stay together, so its set-ups are shared), then the scale-out tests on
 # PostgreSQL + Redis, which run on 127.0.0.1 on every project machine.
+TEST_PROCESSES ?= 2
 test: install nginx
-	$(BIN)/python -m pytest -q -m "not scaleout"
+	$(BIN)/python -m pytest -q -m "not scaleout" -n $(TEST_PROCESSES) --dist loadfile
 	$(MAKE) --no-print-directory test-scaleout
 
 # A few minutes' run for while you work: no slow tests, no browser, no PostgreSQL.
 test-quick: install
-	$(BIN)/python -m pytest -q -m "not slow and not browser and not scaleout"
+	$(BIN)/python -m pytest -q -m "not slow and not browser and not scaleout" -n $(TEST_PROCESSES) --dist loadfile
 
 test-scaleout: install
 	DATABASE_URL=$${SCALEOUT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \

@@ -14,7 +14,7 @@ import pytest
 from django.test import override_settings
 
 from testing import builders
-from testing.state import Snapshot, copy_tree, save_db
+from testing.state import Snapshot, copy_tree, load_db, save_db
 from testing.worker import SiteTemplate
 
 
@@ -100,10 +100,11 @@ def session_home(tmp_path_factory):
 class Snapshots:
     """The states tests start from, each built once per run on top of the initialised one."""
 
-    def __init__(self, folder, initialised: Snapshot | None, version: int):
+    def __init__(self, folder, initialised: Snapshot | None, version: int, session_db=None):
         self.folder = folder
         self.made = {"initialised": initialised} if initialised else {}
         self.version = version  # the session's v1.0 (`ready`)
+        self.session_db = session_db  # the committed session system, users included (SQLite only)
 
     def get(self, name: str, build=None) -> Snapshot:
         """The state `name`; the first time, built by `build(demo)` (run with real commits in the
@@ -138,12 +139,28 @@ def _initialised_once(django_db_setup, django_db_blocker, session_home, tmp_path
             snapshot = Snapshot(save_db(folder / "initialised" / "db.sqlite3"), folder / "initialised" / "cl_home",
                                 {"version": version.pk})
         builders.make_users()
-    return Snapshots(folder, snapshot, version.pk)
+        session_db = save_db(folder / "session.sqlite3") if snapshot else None
+    return Snapshots(folder, snapshot, version.pk, session_db)
 
 
 def _copies_databases(connection) -> bool:
     """Snapshots copy SQLite files; on PostgreSQL (the scale-out run) each test builds its state itself."""
     return connection.vendor == "sqlite"
+
+
+@pytest.fixture(autouse=True)
+def _session_system_back(request, django_db_blocker):
+    """Before a `ready` test's transaction opens: the session's system committed again if a
+    transactional test emptied the database meanwhile. pytest-django runs transactional tests
+    last, so a plain run never needs it; `pytest -n 2` (pytest-xdist) interleaves them."""
+    if "ready" not in request.fixturenames:
+        return
+    from modelhub.models import ModelVersion
+
+    snapshots = request.getfixturevalue("_initialised_once")
+    with django_db_blocker.unblock():
+        if snapshots.session_db and not ModelVersion.objects.filter(pk=snapshots.version).exists():
+            load_db(snapshots.session_db)
 
 
 @pytest.fixture
