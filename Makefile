@@ -38,7 +38,7 @@ test-quick: install
 test-scaleout: install
 	DATABASE_URL=$${SCALEOUT_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres} \
 	REDIS_URL=$${SCALEOUT_REDIS_URL:-redis://127.0.0.1:6379/0} \
-	$(BIN)/python -m pytest -q -m scaleout -p no:cacheprovider
+	$(BIN)/python -m pytest -q -m scaleout -p no:cacheprovider -n $(TEST_PROCESSES) --dist load
 
 # Every benchmark beside its raw counterpart (bench/README.md; results in bench/results/), about
 # 15 minutes on two cores. wrk (Debian's) loads the HTTP server from a process of its own.
