@@ -85,10 +85,21 @@ def report() -> Report:
         if checks[0].status == OK:
             checks += [worker(), retraining_schedule(), pending_runs(), stuck_jobs(), last_success(), held_data(), mirror_files()]
         checks += [task_broker(), disk(), alert_mail()]
+        _blame_the_broker(checks)
     except DatabaseError as exc:
         checks = [Check("database", "Database", FAILING, f"the database cannot be read: {exc}",
                         "check DATABASE_URL and that the database server runs; then `manage.py migrate`")]
     return Report(checks=checks, checked_at=timezone.now().isoformat(timespec="seconds"))
+
+
+def _blame_the_broker(checks: list[Check]) -> None:
+    """A worker silent while the broker is down may be running but cannot be handed its watchdog:
+    its fix then starts with the broker."""
+    by_name = {check.name: check for check in checks}
+    silent, broker = by_name.get("worker"), by_name.get("broker")
+    if silent and broker and silent.status == FAILING and broker.status == FAILING:
+        silent.fix = ("the task broker is down, so a running worker cannot be handed its watchdog either: start the "
+                      "broker first, then look again; " + silent.fix)
 
 
 def initialised() -> Check:
@@ -112,8 +123,7 @@ def worker_last_seen() -> tuple[object, str]:
 def worker() -> Check:
     last, who = worker_last_seen()
     fix = ("start the worker: `manage.py qcluster` beside the web server (`make run` starts one); under systemd, "
-           "restart its unit. Stop it with SIGTERM to the qcluster process itself. If the broker check fails too, "
-           "the worker may be running but cannot be handed its watchdog: start the broker first.")
+           "restart its unit. Stop it with SIGTERM to the qcluster process itself.")
     if last is None:
         return Check("worker", "Worker", FAILING, "no worker has run yet", fix)
     silent = timezone.now() - last

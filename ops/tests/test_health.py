@@ -165,3 +165,16 @@ def test_the_overview_says_healthy_or_names_what_needs_attention(alive, users):
     health.forget()
     page = client.get(reverse("overview")).content.decode()
     assert "Needs attention" in page and "silent for" in page
+
+
+def test_a_silent_worker_while_the_broker_is_down_is_told_to_start_the_broker_first():
+    from ops.health import FAILING, OK, Check, _blame_the_broker
+
+    worker = Check("worker", "Worker", FAILING, "silent for 4 minutes", "start the worker")
+    checks = [worker, Check("broker", "Task broker", FAILING, "Redis at 127.0.0.1:1 does not answer")]
+    _blame_the_broker(checks)
+    assert worker.fix.startswith("the task broker is down") and worker.fix.endswith("start the worker")
+
+    alone = Check("worker", "Worker", FAILING, "silent for 4 minutes", "start the worker")
+    _blame_the_broker([alone, Check("broker", "Task broker", OK, "answers")])
+    assert alone.fix == "start the worker"
