@@ -100,12 +100,13 @@ def shoot(base: str, out: Path, ids: dict) -> list[Path]:
                      ("run_rejected", f"/runs/{ids['rejected_run']}/"), ("run_queued", f"/runs/{ids['queued_run']}/"),
                      ("models", "/models/"), ("model_v1_0", "/models/1.0/"), ("model_v1_1", "/models/1.1/"),
                      ("model_rejected", f"/models/{ids['rejected_version']}/"), ("batch_held", f"/data/{ids['held']}/"),
+                     ("compare", f"/models/compare/?a=1.1&b={ids['rejected_version']}"),
                      ("deployments", "/deployments/?at=2000-01-01T00:00"), ("status", "/status/"), ("admin_index", "/admin/"),
                      ("admin_versions", "/admin/modelhub/modelversion/"), ("admin_version", f"/admin/modelhub/modelversion/{ids['v10']}/change/")],
         "admin": [("overview", "/"), ("admin_index", "/admin/"), ("not_found", "/models/9.9/")],
     }
     phone = {("viewer", "overview"), ("viewer", "data"), ("engineer", "runs"), ("engineer", "model_v1_0"), ("analyst", "batch_bad"),
-             (None, "login"), ("engineer", "status")}
+             (None, "login"), ("engineer", "status"), ("engineer", "compare")}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
         for role, pages in plan.items():

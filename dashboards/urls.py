@@ -11,6 +11,7 @@ urlpatterns = [
     path("data/<int:pk>/release/", views.batch_release, name="batch_release"),
     path("data/<int:pk>/discard/", views.batch_discard, name="batch_discard"),
     path("models/", views.models, name="models"),
+    path("models/compare/", views.model_compare, name="model_compare"),
     path("models/<str:version>/", views.model_detail, name="model_detail"),
     path("models/<str:version>/activate/", views.model_rollback, name="model_rollback"),
     path("runs/", views.runs, name="runs"),

@@ -20,7 +20,7 @@ from modelhub.models import Deployment, ModelVersion, ScoringJob, TrainingRun
 from modelhub.runs import request_retraining
 from ops import health, retention
 
-from . import figures, selectors
+from . import compare, figures, selectors
 from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RetrainForm, ScheduleForm, UploadForm
 
 view_required = permission_required("modelhub.view_modelversion", raise_exception=True)
@@ -115,8 +115,11 @@ def _batch_change(request, pk: int, service, done: str):
 @view_required
 def models(request):
     stamp = figures.history_stamp()
+    versions = compare.choices()
+    a, b = compare.suggested_pair(versions)
     return render(request, "dashboards/models.html", {
         "versions_table": selectors.versions_table(request.GET.get("page"), stamp), "history_chart": figures.history(stamp=stamp),
+        "choices": versions, "a": a, "b": b,
     })
 
 
@@ -124,6 +127,22 @@ def models(request):
 def model_detail(request, version: str):
     obj = _version_or_404(version, ModelVersion.objects.select_related("schema", "run"))
     return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), "reason_form": ReasonForm()})
+
+
+@view_required
+def model_compare(request):
+    """Two versions side by side; a choice that cannot be compared shows why, with the form (400)."""
+    versions = compare.choices()
+    a, b = request.GET.get("a"), request.GET.get("b")
+    context = {"choices": versions, "a": a, "b": b}
+    try:
+        context.update(compare.page(*compare.choose(a, b)))
+    except compare.ChoiceError as exc:
+        asked = a is not None or b is not None  # the bare page is the form, not a mistake
+        first, second = compare.suggested_pair(versions)
+        context.update(problem=str(exc) if asked else "", a=a or first, b=b or second)
+        return render(request, "dashboards/model_compare.html", context, status=400 if asked else 200)
+    return render(request, "dashboards/model_compare.html", context)
 
 
 def _version_or_404(version: str, versions=None) -> ModelVersion:

@@ -56,6 +56,7 @@ SITE = {
     ("POST", "data/<int:pk>/discard/"): from_role("engineer"),
     ("GET", "data/<int:pk>/discard/"): post_only(),
     ("GET", "models/"): from_role("viewer"),
+    ("GET", "models/compare/"): from_role("viewer"),
     ("GET", "models/<str:version>/"): from_role("viewer"),
     ("POST", "models/<str:version>/activate/"): from_role("engineer"),
     ("GET", "models/<str:version>/activate/"): post_only(),

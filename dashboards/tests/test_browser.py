@@ -293,7 +293,8 @@ def test_no_page_breaks_the_content_security_policy_and_charts_still_render(sess
     frame = demo.frame.iloc[:50].drop(columns=["churn"])
     job = scoring.submit(source=demo.write("score.csv", frame=frame), original_name="score.csv", user=None)
     scoring.run(ScoringJob.objects.get(pk=job.pk))
-    pages = ["/", "/data/", "/data/upload/", "/models/", "/models/1.0/", "/models/1.1/", "/runs/", "/deployments/",
+    pages = ["/", "/data/", "/data/upload/", "/models/", "/models/1.0/", "/models/1.1/", "/models/compare/?a=1.0&b=1.1",
+             "/runs/", "/deployments/",
              "/predict/", f"/predict/jobs/{job.pk}/", "/status/", "/api/v1/docs", "/admin/", "/admin/modelhub/modelversion/",
              "/admin/audit/auditevent/", "/admin/auth/user/"]
     for url in pages:
