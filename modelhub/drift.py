@@ -28,6 +28,11 @@ SMALL_SAMPLE = 1000
 # fewer new rows than BROKEN_MIN_ROWS.
 BROKEN_CHANCE = 1e-6
 BROKEN_MIN_ROWS = 20
+# A number has moved out of range (a unit or export change: charges sent in cents) when more than
+# OUT_OF_RANGE_SHARE of its non-missing new values lie outside the live model's training range,
+# widened by OUT_OF_RANGE_MARGIN of that range on each side so that a new record high is not one.
+OUT_OF_RANGE_SHARE = 0.5
+OUT_OF_RANGE_MARGIN = 0.10
 
 
 def psi(expected: np.ndarray, actual: np.ndarray) -> float:
@@ -75,6 +80,26 @@ def broken(reference: pd.Series, current: pd.Series) -> str | None:
     what = "is missing" if value == MISSING else f"is {value!r}"
     return (f"every one of the {len(cur):,} new values {what}, while the reference has {len(shares):,} distinct values "
             f"(chance of that {chance:.1e})")
+
+
+def out_of_range(profile: dict, current: pd.DataFrame, schema) -> dict | None:
+    """The numeric features whose new values mostly fall outside the training range in `profile`
+    (ModelVersion.profile), each with both ranges and the share outside; None without a profile."""
+    if not profile:
+        return None
+    moved = {}
+    for name in schema.numeric_features:
+        seen, values = profile.get(name) or {}, current[name].dropna().to_numpy(float)
+        if "min" not in seen or not len(values):
+            continue
+        lo, hi = seen["min"], seen["max"]
+        # A number constant in training is widened by a share of its size (or of 1 for zero).
+        margin = OUT_OF_RANGE_MARGIN * ((hi - lo) or abs(hi) or 1.0)
+        share = float(np.mean((values < lo - margin) | (values > hi + margin)))
+        if share > OUT_OF_RANGE_SHARE:
+            moved[name] = {"share": share, "rows": int(len(values)), "before": [lo, hi],
+                           "after": [float(values.min()), float(values.max())]}
+    return moved
 
 
 def feature_drift(reference: pd.Series, current: pd.Series, kind: str) -> dict:

@@ -31,7 +31,8 @@ def evaluate_gates(policy, *, candidate: dict, live: dict | None, drift_share: f
     `drift` is the run's drift.dataset_drift() report on the new batches (None without new
     batches): any broken column in it (one value in every new row, where the reference varies)
     fails the broken-columns gate, whatever the drift share, since one broken column is a small
-    share of the features but can teach the model a falsehood about every new row.
+    share of the features but can teach the model a falsehood about every new row. Its
+    `out_of_range` (drift.out_of_range) fails the out-of-range gate likewise: a unit change.
     """
     gates = [Gate("min_accuracy", "Accuracy", candidate["accuracy"], policy.min_accuracy, ">=",
                   _at_least(candidate["accuracy"], policy.min_accuracy))]
@@ -63,8 +64,20 @@ def evaluate_gates(policy, *, candidate: dict, live: dict | None, drift_share: f
         broken = drift.get("broken") or {}
         gates.append(Gate("broken_columns", "Broken columns in the new batches", float(len(broken)), 0.0, "<=", not broken,
                           note="; ".join(f"{name}: {why}" for name, why in broken.items())))
+        gates.append(_range_gate(drift.get("out_of_range")))
     passed = all(g.passed for g in gates)
     return {"passed": passed, "gates": [asdict(g) for g in gates], "reasons": [describe_failure(g) for g in gates if not g.passed]}
+
+
+def _range_gate(moved: dict | None) -> Gate:
+    """Numbers whose new values mostly lie outside the live model's training range (drift.out_of_range):
+    a unit or export change, held like a broken column whatever the drift share."""
+    label = "Features moved out of their training range"
+    if moved is None:
+        return Gate("out_of_range", label, None, 0.0, "<=", True, note="not checked: no training profile")
+    return Gate("out_of_range", label, float(len(moved)), 0.0, "<=", not moved, note="; ".join(
+        f"{name}: {m['share']:.0%} of {m['rows']:,} new values outside the training range, "
+        f"before {m['before'][0]:g}..{m['before'][1]:g}, after {m['after'][0]:g}..{m['after'][1]:g}" for name, m in moved.items()))
 
 
 def describe_failure(gate: Gate) -> str:
@@ -73,5 +86,7 @@ def describe_failure(gate: Gate) -> str:
                 f"(allowed {gate.threshold:.3f}); a person should check these labels ({gate.note})")
     if gate.name == "broken_columns":
         return f"broken columns in the new batches, a person should check the export: {gate.note}"
+    if gate.name == "out_of_range":
+        return f"features moved out of their training range, a person should check the units or the export: {gate.note}"
     value = "n/a" if gate.value is None else f"{gate.value:.4f}"
     return f"{gate.label}: {value} is not {gate.comparison} {gate.threshold:.4f}" + (f" ({gate.note})" if gate.note else "")

@@ -173,10 +173,13 @@ def _drift(live, schema, frame, X, y, held_out, is_new, policy) -> dict:
         return {"share": 0.0, "features": {}, "drifted": [], "note": "no new batches"}
     reference_ids = live.trained_on if live else []
     is_reference = frame[master.BATCH_COLUMN].isin(reference_ids).to_numpy() & ~held_out & ~is_new
-    return drift.dataset_drift(
+    report = drift.dataset_drift(
         X[is_reference], X[is_new], schema, psi_threshold=policy.psi_threshold, p_threshold=policy.drift_p_value,
         reference_labels=y[is_reference], current_labels=y[is_new],
     )
+    # Against the live model's own training range: it needs no reference rows, only the profile.
+    report["out_of_range"] = drift.out_of_range(live.profile if live else None, X[is_new], schema)
+    return report
 
 
 def _decide(run, version, validation, new, merge, stages, live) -> None:
