@@ -108,23 +108,6 @@ def write_despite_outage(write: Callable[[], object], *, what: str, seconds: flo
         pause = min(pause * 2, 15.0)
 
 
-def reconnect_if_broken() -> None:
-    """At a task's start: replace this worker's connection if a database restart broke it while
-    the worker was idle (Django finds out only when a query fails, and the task would fail on
-    its first query, before it could record anything)."""
-    if connection.connection is None or connection.in_atomic_block:
-        return
-    try:
-        usable = connection.is_usable()
-    except DATABASE_DOWN:
-        usable = False
-    if not usable:
-        try:
-            connection.close()
-        except DATABASE_DOWN:
-            pass  # closing a broken connection may complain; it is closed all the same
-
-
 def _fresh_connection() -> None:
     # A connection the outage broke stays broken until closed; outside a transaction, close it
     # so the next query connects again.

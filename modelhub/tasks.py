@@ -1,18 +1,17 @@
-"""django-q2 entry points: one line of glue each (after a check of the worker's connection: a
-database restart while the worker was idle must not fail the task on its first query, leaving
-its run or job waiting for the watchdog)."""
-from .jobs import reconnect_if_broken
+"""django-q2 entry points: one line of glue each.
+
+(A connection a database restart broke while the worker was idle is replaced before the task's
+first query: django-q2 closes old connections before each task, and CONN_HEALTH_CHECKS, set in
+clsite/settings.py, makes Django test a kept one before using it.)"""
 from .models import TrainingRun
 from .retraining import execute, retrain_now
 
 
 def scheduled_retraining() -> str:
-    reconnect_if_broken()
     return retrain_now(trigger=TrainingRun.Trigger.SCHEDULE).status
 
 
 def run_queued_retraining(run_id: int) -> str:
-    reconnect_if_broken()
     return execute(TrainingRun.objects.get(pk=run_id)).status
 
 
@@ -21,5 +20,4 @@ def run_scoring_job(job_id: int, attempt: int | None = None) -> str:
     (`attempt` is None only in a task queued before the chain existed.)"""
     from .scoring import run_task
 
-    reconnect_if_broken()
     return run_task(job_id, attempt)

@@ -46,14 +46,37 @@ def postgres_bin(name: str) -> str:
     return found[-1]
 
 
-class PrivatePostgres:
-    """`with PrivatePostgres() as pg:` a server on pg.port with a database `cl`; pg.url for DATABASE_URL."""
+class _PrivateServer:
+    """A server process of a test's own: a free port, a folder removed on the way out."""
+
+    prefix = "cl-server-"
 
     def __init__(self):
         self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="cl-pg-"))
-        self.data = self.folder / "data"
+        self.folder = Path(tempfile.mkdtemp(prefix=self.prefix))
         self.proc: subprocess.Popen | None = None
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _gone(self) -> None:
+        """The process has ended: forget it once its port no longer answers."""
+        self.proc = None
+        _wait_port(self.port, up=False)
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class PrivatePostgres(_PrivateServer):
+    """`with PrivatePostgres() as pg:` a server on pg.port with a database `cl`; pg.url for DATABASE_URL."""
+
+    prefix = "cl-pg-"
+
+    def __init__(self):
+        super().__init__()
+        self.data = self.folder / "data"
 
     @property
     def url(self) -> str:
@@ -99,21 +122,13 @@ class PrivatePostgres:
             subprocess.run(["pkill", "-KILL", "-P", str(self.proc.pid)])
             self.proc.kill()
             self.proc.wait(30)
-        self.proc = None
-        _wait_port(self.port, up=False)
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._gone()
 
 
-class PrivateRedis:
+class PrivateRedis(_PrivateServer):
     """`with PrivateRedis() as r:` a server on r.port that keeps nothing on disk; r.url for REDIS_URL."""
 
-    def __init__(self):
-        self.port = free_port()
-        self.folder = Path(tempfile.mkdtemp(prefix="cl-redis-"))
-        self.proc: subprocess.Popen | None = None
+    prefix = "cl-redis-"
 
     @property
     def url(self) -> str:
@@ -133,12 +148,7 @@ class PrivateRedis:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
             self.proc.wait(30)
-        self.proc = None
-        _wait_port(self.port, up=False)
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        self._gone()
 
 
 class SmallDisk:
