@@ -210,7 +210,9 @@ def model(request, version: str):
     metrics = {k: v for k, v in found.metrics.items() if k not in ("roc_curve", "pr_curve")}
     return {**_summary(found), "imported": found.imported, "training_rows": found.training_rows, "holdout_rows": found.holdout_rows,
             "metrics": metrics, "gates": validation.get("gates", []), "validation_passed": validation.get("passed"),
-            "drifted_features": (found.drift or {}).get("drifted", []), "run": found.run_id}
+            "drifted_features": (found.drift or {}).get("drifted", []), "run": found.run_id,
+            "threshold": found.threshold, "primary_metric": found.metrics.get("primary_metric", "accuracy"),
+            "drift_decision": validation.get("drift_decision")}
 
 
 @api.post("/models/{version}/activate", response={200: Activated, 404: ErrorOut, 409: ErrorOut},

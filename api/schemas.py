@@ -83,6 +83,10 @@ class VersionDetail(VersionSummary):
     validation_passed: bool | None
     drifted_features: list[str]
     run: int | None
+    threshold: float = Field(description="The probability from which this version predicts the positive label")
+    primary_metric: str = Field(description="The metric its gates judged first (auc, pr_auc, accuracy, balanced_accuracy, f1)")
+    drift_decision: dict[str, Any] | None = Field(None, description="When the new data drifted past the policy's maximum: "
+                                                  "case adapted (deployed) or unexplained (held), with the evidence")
 
 
 class BatchOut(BaseModel):

@@ -1,10 +1,17 @@
 """Two versions side by side: what the compare page shows, read off each version's metadata."""
 from modelhub.models import ModelVersion
 
+from . import judgement
 from .selectors import METRIC_NAMES
 
 TOP_FEATURES = 10
 SHOWN = ("major", "minor", "status")
+# The pages' metrics, with balanced accuracy (a primary metric one can choose) beside accuracy.
+METRICS = ("accuracy", "balanced_accuracy", *(n for n in METRIC_NAMES if n not in ("accuracy", "balanced_accuracy")))
+# The single figures of metrics["calibration"], in this order; its candidates and curves are
+# nested, shown on the version page.
+CALIBRATION = (("method", "Method"), ("applied", "Applied"), ("brier_before", "Brier before"), ("brier_after", "Brier after"),
+               ("fitted_on", "Rows fitted on"), ("reason", "Why"))
 
 
 class ChoiceError(ValueError):
@@ -42,6 +49,8 @@ def _named(name: str, versions) -> ModelVersion:
 def page(a: ModelVersion, b: ModelVersion) -> dict:
     return {
         "va": a, "vb": b,
+        "primaries": [judgement.METRIC_LABELS.get(judgement.primary_name(v)) for v in (a, b)],
+        "thresholds": [threshold_cell(a), threshold_cell(b)],
         "metric_rows": metric_rows(a, b),
         "gate_rows": gate_rows(a, b),
         "confusions": [confusion(a), confusion(b)],
@@ -52,20 +61,29 @@ def page(a: ModelVersion, b: ModelVersion) -> dict:
 
 
 def metric_rows(a: ModelVersion, b: ModelVersion) -> list[dict]:
-    """Each holdout metric either version has: both values, each one's intervals, and b − a.
+    """Each holdout metric either version has: both values, each one's intervals, and b − a; the
+    primary metrics first, each marked with the versions ("A", "B") judged by it.
     The interval kept today is against the live model of the version's own run (validation
     comparison); a metric's own interval (metrics["intervals"]) is shown when there is one."""
+    primaries = [judgement.primary_name(a), judgement.primary_name(b)]
+    first = [name for name in dict.fromkeys(primaries) if name]
     rows = []
-    for name in METRIC_NAMES:
+    for name in first + [n for n in METRICS if n not in first]:
         va, vb = a.metrics.get(name), b.metrics.get(name)
         if va is None and vb is None:
             continue
         rows.append({
             "name": name,
+            "primary_for": [column for column, primary in zip("AB", primaries) if primary == name],
             "cells": [_metric_cell(a, name), _metric_cell(b, name)],
             "diff": vb - va if _number(va) and _number(vb) else None,
         })
     return rows
+
+
+def threshold_cell(version: ModelVersion) -> dict:
+    """The threshold a version labels with, and how it was chosen (None for the default)."""
+    return {"value": version.threshold, "chosen": judgement.threshold(version)}
 
 
 def _number(value) -> bool:
@@ -95,19 +113,12 @@ def confusion(version: ModelVersion) -> dict | None:
 
 
 def calibration_rows(a: ModelVersion, b: ModelVersion) -> list[dict]:
-    """The single figures of each version's calibration (Brier before and after, method...);
-    none when neither version has been calibrated. Curves are left to the version page."""
+    """The single figures of each version's calibration (CALIBRATION) either version has; none
+    when neither version has been calibrated."""
     found = [v.metrics.get("calibration") for v in (a, b)]
-    if not any(isinstance(c, dict) for c in found):
-        return []
     found = [c if isinstance(c, dict) else {} for c in found]
-    keys = [k for k in found[0] if _single(found[0][k])]
-    keys += [k for k in found[1] if _single(found[1][k]) and k not in keys]
-    return [{"name": key.replace("_", " "), "cells": [c.get(key) for c in found]} for key in keys]
-
-
-def _single(value) -> bool:
-    return isinstance(value, (int, float, str, bool)) or value is None
+    return [{"name": label, "key": key, "cells": [c.get(key) for c in found]}
+            for key, label in CALIBRATION if any(c.get(key) is not None for c in found)]
 
 
 def importance_rows(a: ModelVersion, b: ModelVersion) -> list[dict]:

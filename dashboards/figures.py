@@ -10,6 +10,7 @@ from modelhub.models import ModelVersion
 from . import charts
 
 HISTORY_FIELDS = ("major", "minor", "status", "metrics")
+PICTURED = 6  # drifted features drawn for an unexplained drift, highest PSI first
 
 
 def history_stamp() -> str:
@@ -33,21 +34,47 @@ def history(*, last: int | None = None, stamp: str | None = None) -> str:
 
 
 def for_version(version: ModelVersion) -> dict:
-    """The version page's figures (confusion matrix, curves, importance, drift)."""
+    """The version page's figures (confusion matrix, curves, importance, drift, decision threshold,
+    calibration)."""
     key = f"figure:version:{version.pk}:{version.sha256}"
     figures = cache.get(key)
     if figures is None:
         metrics, drift = version.metrics, version.drift or {}
+        threshold, calibration = metrics.get("threshold"), metrics.get("calibration")
         live = (version.validation or {}).get("live_metrics") or None
         labels = [version.schema.negative_label, version.schema.positive_label]
         figures = {
-            "confusion_chart": charts.confusion(metrics["confusion_matrix"], labels) if metrics.get("confusion_matrix") else "",
-            "curve_chart": charts.curves(metrics, live) if metrics.get("roc_curve") else "",
+            "confusion_chart": charts.confusion(metrics["confusion_matrix"], labels, version.threshold) if metrics.get("confusion_matrix") else "",
+            "curve_chart": charts.curves(metrics, live, version.threshold) if metrics.get("roc_curve") else "",
             "importance_chart": charts.importance(metrics["feature_importance"]) if metrics.get("feature_importance") else "",
             "drift_chart": charts.drift(drift["features"]) if drift.get("features") else "",
+            "threshold_chart": charts.threshold_curve(threshold) if _curve(threshold) else "",
+            "reliability_chart": charts.reliability(calibration) if _reliability(calibration) else "",
         }
         cache.set(key, figures, timeout=None)
     return figures
+
+
+def _curve(threshold) -> bool:
+    return isinstance(threshold, dict) and threshold.get("value") is not None and bool((threshold.get("curve") or {}).get("threshold"))
+
+
+def _reliability(calibration) -> bool:
+    return isinstance(calibration, dict) and any((curve or {}).get("predicted") for curve in (calibration.get("reliability") or {}).values())
+
+
+def change(version: ModelVersion) -> list[str]:
+    """Pictures of an unexplained drift: for the most drifted features, their distribution in the
+    reference rows against the new rows, from the shares drift.feature_drift keeps per bin."""
+    key = f"figure:change:{version.pk}:{version.sha256}"
+    pictures = cache.get(key)
+    if pictures is None:
+        features = (version.drift or {}).get("features") or {}
+        drifted = ((version.validation or {}).get("drift_decision") or {}).get("drifted") or []
+        shown = sorted((n for n in drifted if features.get(n, {}).get("reference_share")), key=lambda n: -(features[n].get("psi") or 0))
+        pictures = [charts.change(name, features[name]) for name in shown[:PICTURED]]
+        cache.set(key, pictures, timeout=None)
+    return pictures
 
 
 def class_balance(balance: dict) -> str:

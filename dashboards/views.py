@@ -20,7 +20,7 @@ from modelhub.models import Deployment, ModelVersion, ScoringJob, TrainingRun
 from modelhub.runs import request_retraining
 from ops import health, retention
 
-from . import compare, figures, selectors
+from . import compare, figures, judgement, selectors
 from .forms import BatchPredictForm, LiveAtForm, PredictForm, ReasonForm, RetrainForm, ScheduleForm, UploadForm
 
 view_required = permission_required("modelhub.view_modelversion", raise_exception=True)
@@ -126,7 +126,7 @@ def models(request):
 @view_required
 def model_detail(request, version: str):
     obj = _version_or_404(version, ModelVersion.objects.select_related("schema", "run"))
-    return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), "reason_form": ReasonForm()})
+    return render(request, "dashboards/model_detail.html", {**selectors.model_page(obj), **judgement.for_version(obj), "reason_form": ReasonForm()})
 
 
 @view_required
@@ -180,7 +180,7 @@ def runs(request):
 @view_required
 def run_detail(request, pk: int):
     run = get_object_or_404(TrainingRun.objects.select_related("requested_by", "candidate", "live_version"), pk=pk)
-    return render(request, "dashboards/run_detail.html", selectors.run_page(run))
+    return render(request, "dashboards/run_detail.html", {**selectors.run_page(run), **judgement.for_run(run)})
 
 
 @require_POST

@@ -152,8 +152,16 @@ class DeploymentAdmin(ReadOnlyAdmin):
 
 @admin.register(ValidationPolicy)
 class ValidationPolicyAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "min_accuracy", "max_accuracy_drop", "max_drift", "min_auc", "require_beats_baseline", "updated_at", "updated_by"]
+    list_display = ["__str__", "primary_metric", "min_primary", "max_primary_drop", "min_accuracy", "max_drift", "threshold_rule",
+                    "updated_at", "updated_by"]
     readonly_fields = ["updated_at", "updated_by"]
+    fieldsets = [
+        ("Primary metric", {"fields": ["primary_metric", "min_primary", "max_primary_drop", "require_beats_baseline"]}),
+        ("Accuracy", {"fields": ["min_accuracy", "max_accuracy_drop", "min_auc"]}),
+        ("New data", {"fields": ["max_drift", "psi_threshold", "drift_p_value", "max_label_collapse"]}),
+        ("Decision threshold", {"fields": ["threshold_rule", "false_positive_cost", "false_negative_cost", "fixed_threshold"]}),
+        (None, {"fields": ["updated_at", "updated_by"]}),
+    ]
 
     def has_add_permission(self, request):
         return not ValidationPolicy.objects.exists()

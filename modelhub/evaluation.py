@@ -11,7 +11,7 @@ BOOTSTRAP_ROUNDS = 200
 BOOTSTRAP_MAX_ROWS = 20_000
 BOOTSTRAP_BLOCK_CELLS = 500_000  # rounds x rows resampled at once: bounds the memory (4 MB a matrix)
 PERMUTATION_CELLS_PER_CALL = 2_000_000  # rows x columns scored per prediction call: bounds the memory
-COMPARED = ("accuracy", "precision", "recall", "f1", "auc", "brier")
+COMPARED = ("accuracy", "accuracy_at_half", "balanced_accuracy", "precision", "recall", "f1", "auc", "pr_auc", "brier")
 
 
 def held_out(frame, schema) -> np.ndarray:
@@ -43,6 +43,10 @@ def score(y: np.ndarray, proba: np.ndarray, *, threshold: float = DEFAULT_DECISI
     result = {
         "rows": int(len(y)),
         "accuracy": float(skm.accuracy_score(y, predicted)),
+        # The accuracy gates' figure: calibrated probabilities cut at 0.5 are the most accurate
+        # labels, whatever threshold the labels use (F1 or cost may rightly trade accuracy away).
+        "accuracy_at_half": float(skm.accuracy_score(y, proba >= 0.5)),
+        "balanced_accuracy": float(skm.balanced_accuracy_score(y, predicted)) if both else None,
         "precision": float(skm.precision_score(y, predicted, zero_division=0)),
         "recall": float(skm.recall_score(y, predicted, zero_division=0)),
         "f1": float(skm.f1_score(y, predicted, zero_division=0)),
@@ -68,8 +72,10 @@ def _thin(curve: dict) -> dict:
 
 
 def paired_bootstrap(y: np.ndarray, candidate: np.ndarray, live: np.ndarray, *, rounds: int = BOOTSTRAP_ROUNDS, seed: int = 0,
-                     threshold: float = DEFAULT_DECISION_THRESHOLD) -> dict:
-    """95% intervals for candidate minus live, resampling the same rows for both models.
+                     candidate_threshold: float = DEFAULT_DECISION_THRESHOLD,
+                     live_threshold: float = DEFAULT_DECISION_THRESHOLD) -> dict:
+    """95% intervals for candidate minus live, resampling the same rows for both models, each
+    model's labels at its own decision threshold.
 
     A resample is a vector of how often each row was drawn, so every round's metrics are
     weighted sums over the rows, computed for a block of rounds at once (no Python loop per
@@ -84,8 +90,8 @@ def paired_bootstrap(y: np.ndarray, candidate: np.ndarray, live: np.ndarray, *, 
     if n == 0:
         return {}
     ones = np.ones((1, n))
-    live_point = weighted_metrics(y, live, ones, threshold=threshold)
-    cand_point = weighted_metrics(y, candidate, ones, threshold=threshold)
+    live_point = weighted_metrics(y, live, ones, threshold=live_threshold)
+    cand_point = weighted_metrics(y, candidate, ones, threshold=candidate_threshold)
     names = [name for name in COMPARED if not np.isnan(live_point[name][0])]
     draws = {name: [] for name in names}
     block = max(1, BOOTSTRAP_BLOCK_CELLS // n)
@@ -93,7 +99,8 @@ def paired_bootstrap(y: np.ndarray, candidate: np.ndarray, live: np.ndarray, *, 
         size = min(block, rounds - first)
         drawn = rng.integers(0, n, (size, n))
         weights = np.bincount((drawn + n * np.arange(size)[:, None]).ravel(), minlength=size * n).reshape(size, n)
-        cand, base = weighted_metrics(y, candidate, weights, threshold=threshold), weighted_metrics(y, live, weights, threshold=threshold)
+        cand = weighted_metrics(y, candidate, weights, threshold=candidate_threshold)
+        base = weighted_metrics(y, live, weights, threshold=live_threshold)
         for name in names:
             draws[name].append(cand[name] - base[name])
     result = {}
@@ -113,7 +120,8 @@ def weighted_metrics(y: np.ndarray, proba: np.ndarray, weights: np.ndarray, *,
     """The COMPARED metrics for each row of `weights` (how many times each row counts).
 
     Row r gives what the metric would be on the rows repeated weights[r] times; NaN where it is
-    undefined (AUC with one class). Precision, recall and F1 are 0 when undefined, as in score().
+    undefined (the AUCs and balanced accuracy with one class). Precision, recall and F1 are 0 when
+    undefined, as in score().
     """
     y = np.asarray(y, dtype=int)
     proba = np.asarray(proba, dtype=float)
@@ -124,14 +132,18 @@ def weighted_metrics(y: np.ndarray, proba: np.ndarray, weights: np.ndarray, *,
     tp = weights @ (predicted & positive)
     predicted_positive = weights @ predicted
     positives = weights @ positive
+    negatives = total - positives
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(predicted_positive > 0, tp / predicted_positive, 0.0)
         recall = np.where(positives > 0, tp / positives, 0.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
         accuracy = (weights @ (predicted == positive)) / total
+        accuracy_at_half = (weights @ ((proba >= 0.5) == positive)) / total
+        specificity = (weights @ (~predicted & ~positive)) / negatives
+        balanced = np.where((positives > 0) & (negatives > 0), (recall + specificity) / 2, np.nan)
         brier = (weights @ (proba - y) ** 2) / total
-    auc = weighted_auc(y, proba, weights)
-    return {"accuracy": accuracy, "precision": precision, "recall": recall, "f1": f1, "auc": auc, "brier": brier}
+    return {"accuracy": accuracy, "accuracy_at_half": accuracy_at_half, "balanced_accuracy": balanced, "precision": precision, "recall": recall, "f1": f1,
+            "auc": weighted_auc(y, proba, weights), "pr_auc": weighted_average_precision(y, proba, weights), "brier": brier}
 
 
 def weighted_auc(y: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -159,6 +171,28 @@ def weighted_auc(y: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> np.nd
     pairs = positives * negatives
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(pairs > 0, (neg_per_score * (positives_above + 0.5 * pos_per_score)).sum(axis=1) / pairs, np.nan)
+
+
+def weighted_average_precision(y: np.ndarray, proba: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision (PR AUC, as skm.average_precision_score) for each row of `weights`; NaN
+    without both classes. Sum over distinct scores, highest first, of the recall gained there times
+    the precision at that score."""
+    positive = np.asarray(y, dtype=int) == 1
+    proba = np.asarray(proba, dtype=float)
+    weights = np.asarray(weights, dtype=float)
+    positives = weights @ positive
+    negatives = weights.sum(axis=1) - positives
+    order = np.argsort(-proba, kind="stable")
+    sorted_proba = proba[order]
+    starts = np.flatnonzero(np.r_[True, sorted_proba[1:] != sorted_proba[:-1]])
+    w = weights[:, order]
+    tp_here, fp_here = w * positive[order], w * ~positive[order]
+    if len(starts) < len(proba):
+        tp_here, fp_here = np.add.reduceat(tp_here, starts, axis=1), np.add.reduceat(fp_here, starts, axis=1)
+    tp, predicted = np.cumsum(tp_here, axis=1), np.cumsum(tp_here + fp_here, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, tp / predicted, 0.0)
+        return np.where((positives > 0) & (negatives > 0), (tp_here * precision).sum(axis=1) / positives, np.nan)
 
 
 def permutation_importance(pipeline, X, y, *, proba_fn, max_rows: int = 2000, repeats: int = 3, seed: int = 0) -> dict:

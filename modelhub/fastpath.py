@@ -19,7 +19,11 @@ below) and keeps only what a prediction needs:
   all trees at once, the leaf values added in scikit-learn's order, then expit. (Calling the fitted
   estimator on the encoded row instead still costs about 1.5 ms with one thread: its input
   validation, then one Cython call and OpenMP region per tree.) Batches of rows do call the
-  fitted estimator, whose per-call costs are then shared by the rows.
+  fitted estimator, whose per-call costs are then shared by the rows;
+- a calibrated version's estimator, modelhub.calibration.CalibratedModel wrapping one of these two:
+  the wrapped estimator compiled as above, then its probability through the version's
+  Calibrator.apply, the very function CalibratedModel.predict_proba calls. The self-check below
+  compares the calibrated probabilities with the Pipeline's, as for any other model.
 
 Raw values are read as training.features_frame reads them: numbers by pd.to_numeric with
 errors="coerce" (None, NaN and "" are missing), categories as text with None and NaN missing.
@@ -61,6 +65,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from ingestion import values as value_rules
 
 from . import training
+from .calibration import METHODS as CALIBRATION_METHODS, CalibratedModel, Calibrator
 
 log = logging.getLogger("clsite.modelhub")
 
@@ -367,9 +372,21 @@ class _Forest:
 
 
 @dataclass(frozen=True)
+class _Calibrated:
+    scorer: _Logistic | _Forest
+    calibrator: Calibrator
+
+    def one(self, x: np.ndarray) -> float:
+        return float(self.calibrator.apply(np.array([self.scorer.one(x)]))[0])
+
+    def many(self, X: np.ndarray) -> np.ndarray:
+        return self.calibrator.apply(self.scorer.many(X))
+
+
+@dataclass(frozen=True)
 class _Program:
     branches: tuple[_NumericBranch | _CategoricalBranch, ...]
-    scorer: _Logistic | _Forest
+    scorer: _Logistic | _Forest | _Calibrated
     positive_column: int  # the predict_proba column training.positive_proba takes
 
     def encode_one(self, row: Mapping[str, Any]) -> np.ndarray:
@@ -399,7 +416,7 @@ def _column(values: pd.Series) -> Sequence:
 
 
 def _pick(class_one, column: int):
-    # Both estimators compute column 1 and make column 0 as 1 - column 1.
+    # Every estimator compiled computes column 1 and makes column 0 as 1 - column 1.
     return class_one if column == 1 else 1 - class_one
 
 
@@ -535,6 +552,11 @@ def _probe_once(transformer, columns, categories, widths, *, with_unknown: bool)
 
 
 def _compile_estimator(estimator, width: int):
+    if type(estimator) is CalibratedModel:
+        calibrator = estimator.calibrator
+        if type(calibrator) is not Calibrator or calibrator.method not in CALIBRATION_METHODS:
+            raise CannotCompile("a CalibratedModel whose calibrator the compiler does not know")
+        return _Calibrated(_compile_estimator(estimator.estimator, width), calibrator)
     if len(getattr(estimator, "classes_", ())) != 2:
         raise CannotCompile("the estimator is not a binary classifier")
     if getattr(estimator, "n_features_in_", width) != width:

@@ -5,32 +5,64 @@ from django.db.models import Q
 
 
 SHARE = [MinValueValidator(0.0), MaxValueValidator(1.0)]
-# A row whose positive-class probability is at least this is predicted positive. Every version
-# uses it today; ModelVersion.threshold is where a per-version value would come from.
+# A row whose positive-class probability is at least this is predicted positive, for a version
+# trained before thresholds were chosen per version (ModelVersion.threshold).
 DEFAULT_DECISION_THRESHOLD = 0.5
 
 
 class ValidationPolicy(models.Model):
-    """The gates a candidate must pass; one row (pk=1), edited in the admin, every change audited."""
+    """The gates a candidate must pass, and how each version's decision threshold is chosen; one row
+    (pk=1), edited in the admin, every change audited. README: "How a candidate is judged"."""
 
+    class Metric(models.TextChoices):
+        AUC = "auc", "ROC AUC"
+        PR_AUC = "pr_auc", "PR AUC (average precision)"
+        ACCURACY = "accuracy", "Accuracy"
+        BALANCED_ACCURACY = "balanced_accuracy", "Balanced accuracy"
+        F1 = "f1", "F1"
+
+    class ThresholdRule(models.TextChoices):
+        MAX_F1 = "max_f1", "Maximise F1"
+        EXPECTED_COST = "expected_cost", "Lowest expected cost"
+        FIXED = "fixed", "Fixed value"
+
+    primary_metric = models.CharField(max_length=20, choices=Metric.choices, default=Metric.AUC,
+                                      help_text="What the candidate is judged by first: its minimum, its drop against the live model, the baseline.")
+    min_primary = models.FloatField(null=True, blank=True, validators=SHARE, default=0.6,
+                                    help_text="The candidate's primary metric on the holdout must be at least this (empty: no minimum).")
+    max_primary_drop = models.FloatField(
+        validators=SHARE, default=0.02,
+        help_text="Live minus candidate primary metric, on the same held-out rows, at most this, unless the paired bootstrap "
+        "interval of the difference includes zero (then the drop is not shown to be real).")
     min_accuracy = models.FloatField(validators=SHARE, default=0.70, help_text="The candidate's holdout accuracy must be at least this.")
     max_accuracy_drop = models.FloatField(validators=SHARE, default=0.05, help_text="Live accuracy minus candidate accuracy, on the same holdout, at most this.")
     max_drift = models.FloatField(
         validators=SHARE,
-        default=1.0,
-        help_text="Share of features that drifted, at most this. 1 (the default): drift is reported, never a reason to hold "
-        "data by itself; a lower value holds every batch after a lasting shift in the mix, until a person deploys.",
+        default=0.15,
+        help_text="Share of features that drifted, at most this. Past it, the candidate deploys only if it explains the change "
+        "(better than the live model on the new rows by the interval, no worse on the older ones: 'adapted'); "
+        "otherwise the batches wait for a person ('unexplained'). 1 switches the drift gate off.",
     )
     psi_threshold = models.FloatField(validators=[MinValueValidator(0.0)], default=0.2, help_text="A feature drifts when its PSI passes this (large samples).")
     drift_p_value = models.FloatField(validators=SHARE, default=0.05, help_text="A feature drifts when its test's FDR-adjusted p-value is below this (small samples).")
     min_auc = models.FloatField(null=True, blank=True, validators=SHARE, help_text="Optional: the candidate's ROC AUC must be at least this.")
-    require_beats_baseline = models.BooleanField(default=False, help_text="Optional: the candidate must be more accurate than always predicting the majority class.")
+    require_beats_baseline = models.BooleanField(
+        default=True, help_text="The candidate's primary metric must beat a model with no skill (always the majority class; "
+        "a random ranking for the AUCs).")
     max_label_collapse = models.FloatField(
         validators=SHARE,
         default=0.20,
         help_text="If the live model's accuracy on the new batches is this much below its holdout accuracy, "
         "the labels are suspect and the run waits for a person.",
     )
+    threshold_rule = models.CharField(max_length=20, choices=ThresholdRule.choices, default=ThresholdRule.MAX_F1,
+                                      help_text="How each new version's decision threshold is chosen, on out-of-fold predictions of its training rows.")
+    false_positive_cost = models.FloatField(validators=[MinValueValidator(0.0)], default=1.0,
+                                            help_text="Lowest expected cost: the cost of a false positive (for churn, a retention offer to a customer who would stay).")
+    false_negative_cost = models.FloatField(validators=[MinValueValidator(0.0)], default=5.0,
+                                            help_text="Lowest expected cost: the cost of a false negative (for churn, the value of a customer lost without an offer).")
+    fixed_threshold = models.FloatField(validators=SHARE, default=DEFAULT_DECISION_THRESHOLD,
+                                        help_text="Fixed value: the probability from which a row is predicted positive.")
     updated_at = models.DateTimeField(auto_now=True)
     updated_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL)
 
@@ -159,8 +191,10 @@ class ModelVersion(models.Model):
 
     @property
     def threshold(self) -> float:
-        """The probability from which this version predicts the positive label."""
-        return DEFAULT_DECISION_THRESHOLD
+        """The probability from which this version predicts the positive label: chosen when it was
+        trained (modelhub.thresholds, kept in metrics["threshold"]); 0.5 for a version without one."""
+        chosen = (self.metrics or {}).get("threshold")
+        return float(chosen["value"]) if isinstance(chosen, dict) and chosen.get("value") is not None else DEFAULT_DECISION_THRESHOLD
 
     @property
     def file_stem(self) -> str:

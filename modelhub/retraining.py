@@ -18,9 +18,9 @@ from ingestion import master
 from ingestion.models import DatasetSchema, DataBatch
 from ingestion.services import hold_batches, staged_batches
 
-from . import artifacts, drift, evaluation, jobs, mirrors, runs, services, training
+from . import artifacts, calibration, drift, evaluation, jobs, mirrors, runs, services, thresholds, training
+from .gates import decide_drift, evaluate_gates, judged_key
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
-from .gates import evaluate_gates
 
 log = logging.getLogger("clsite.modelhub")
 
@@ -93,29 +93,39 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
     with stages("train") as note:
         fit = training.select_and_fit(X[~held_out], y[~held_out], schema)
         note(f"chose {fit.name}")
+    with stages("calibrate") as note:
+        model, calibration, threshold = _calibrate(fit, X[held_out], y[held_out], policy)
+        note(f"{calibration['method']}: Brier {calibration['brier_before']:.4f} -> {calibration['brier_after']:.4f}; "
+             f"threshold {threshold['value']:.4f} ({threshold['rule']})")
     with stages("evaluate") as note:
-        cand_proba = _proba_where(held_out | is_new, lambda rows: training.positive_proba(fit.pipeline, X[rows]))
-        metrics = evaluation.score(y[held_out], cand_proba[held_out])
-        metrics["feature_importance"] = evaluation.permutation_importance(fit.pipeline, X[held_out], y[held_out],
+        cand_proba = _proba_where(held_out | is_new, lambda rows: training.positive_proba(model, X[rows]))
+        metrics = evaluation.score(y[held_out], cand_proba[held_out], threshold=threshold["value"])
+        metrics.update(primary_metric=policy.primary_metric, threshold=threshold, calibration=calibration)
+        metrics["feature_importance"] = evaluation.permutation_importance(model, X[held_out], y[held_out],
                                                                           proba_fn=training.positive_proba)
-        compared = _compare_with_live(live, frame, X, y, held_out, is_new, cand_proba)
+        compared = _compare_with_live(live, frame, X, y, held_out, is_new, cand_proba, threshold["value"])
         note(f"candidate accuracy {metrics['accuracy']:.4f}"
              + (f", live {compared['live']['accuracy']:.4f} on {compared['live']['rows']:,} rows it never trained on" if compared else ""))
     with stages("drift") as note:
         drift_report = _drift(live, schema, frame, X, y, held_out, is_new, policy)
-        note(f"{len(drift_report.get('drifted', []))} of {len(schema.features)} features drifted")
+        compared_share = drift_report.get("share") if new and live is not None else None
+        decision = decide_drift(policy, share=compared_share, drifted=drift_report.get("drifted", []),
+                                evidence=_drift_evidence(compared, policy, compared_share))
+        note(f"{len(drift_report.get('drifted', []))} of {len(schema.features)} features drifted ({decision['case']})")
     with stages("gates") as note:
         validation = evaluate_gates(policy, candidate=compared["candidate"] if compared else metrics,
                                     live=compared["live"] if compared else None,
                                     drift_share=drift_report.get("share") if new else None,
                                     label_check=compared["label_check"] if compared else None,
-                                    drift=drift_report if new else None)
+                                    drift=drift_report if new else None,
+                                    comparison=compared["comparison"] if compared else None, drift_decision=decision)
+        validation["drift_decision"] = decision
         if compared:
             validation.update(comparison=compared["comparison"], label_check=compared["label_check"], live_metrics=compared["live"],
                               compared_on=compared["rows_note"])
         note("passed" if validation["passed"] else "; ".join(validation["reasons"]))
     version = services.register_version(
-        model=fit.pipeline, schema=schema, run=run, estimator=fit.name, training_rows=int((~held_out).sum()),
+        model=model, schema=schema, run=run, estimator=fit.name, training_rows=int((~held_out).sum()),
         holdout_rows=int(held_out.sum()), training_seconds=fit.seconds, candidates=fit.candidates, metrics=metrics,
         validation=validation, drift=drift_report, environment=environment(), profile=training.profile(X[~held_out], schema),
         trained_on=sorted({int(b) for b in frame[master.BATCH_COLUMN].unique()}),
@@ -126,9 +136,23 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
     _decide(run, version, validation, new, merge, stages, live)
 
 
-def _compare_with_live(live: ModelVersion | None, frame, X, y, held_out, is_new, cand_proba) -> dict | None:
-    """Both models scored on the same held-out rows the live model never trained on, and the
-    live model's accuracy on the new batches against its accuracy on older held-out rows.
+def _calibrate(fit: training.FitResult, X_holdout, y_holdout, policy) -> tuple[object, dict, dict]:
+    """The model to keep (calibrated when that lowers the holdout's Brier score), its calibration
+    report, and its decision threshold, chosen by the policy's rule on the out-of-fold predictions
+    of the training rows (calibrated as the model will be): the holdout only ever judges."""
+    raw = training.positive_proba(fit.pipeline, X_holdout)
+    model, report = calibration.calibrate(fit.pipeline, oof_proba=fit.oof_proba, oof_y=fit.oof_y, holdout_y=y_holdout, holdout_proba=raw)
+    oof = calibration.calibrated_proba(model, fit.oof_proba) if fit.oof_proba is not None else None
+    threshold = thresholds.choose(fit.oof_y if oof is not None else [], oof if oof is not None else [], rule=policy.threshold_rule,
+                                  false_positive_cost=policy.false_positive_cost, false_negative_cost=policy.false_negative_cost,
+                                  fixed=policy.fixed_threshold)
+    return model, report, threshold
+
+
+def _compare_with_live(live: ModelVersion | None, frame, X, y, held_out, is_new, cand_proba, threshold: float) -> dict | None:
+    """Both models scored on the same held-out rows the live model never trained on (each at its own
+    decision threshold), and the live model's accuracy on the new batches against its accuracy on
+    older held-out rows; `parts` keeps what the drift decision needs (_drift_evidence).
 
     An imported live model may have been fitted on any row it was imported with, so only the
     rows of later batches count as unseen for it; its own holdout scores are not evidence.
@@ -140,25 +164,44 @@ def _compare_with_live(live: ModelVersion | None, frame, X, y, held_out, is_new,
     unseen = held_out & ~frame[master.BATCH_COLUMN].isin(live.trained_on).to_numpy() if live.imported else held_out
     if not unseen.any():
         return None  # an imported model and no new batch: no row it cannot have seen
+    thresholds_ = {"candidate_threshold": threshold, "live_threshold": live.threshold}
     result = {
-        "candidate": evaluation.score(y[unseen], cand_proba[unseen]),
-        "live": evaluation.score(y[unseen], live_proba[unseen]),
-        "comparison": evaluation.paired_bootstrap(y[unseen], cand_proba[unseen], live_proba[unseen]),
+        "candidate": evaluation.score(y[unseen], cand_proba[unseen], threshold=threshold),
+        "live": evaluation.score(y[unseen], live_proba[unseen], threshold=live.threshold),
+        "comparison": evaluation.paired_bootstrap(y[unseen], cand_proba[unseen], live_proba[unseen], **thresholds_),
         "rows_note": f"{int(unseen.sum()):,} held-out rows" + (" of batches newer than the imported model" if live.imported else ""),
         "label_check": None,
+        "parts": {"y": y, "candidate": cand_proba, "live": live_proba, "new": unseen & is_new, "older": unseen & ~is_new,
+                  "thresholds": thresholds_},
     }
     if is_new.any():
         older = held_out & ~is_new & (unseen if live.imported else True)
         if older.any():
-            reference, source = evaluation.score(y[older], live_proba[older])["accuracy"], "its accuracy on older held-out rows"
+            reference = evaluation.score(y[older], live_proba[older], threshold=live.threshold)["accuracy"]
+            source = "its accuracy on older held-out rows"
         else:
             # An imported model's older rows may all be in-sample: what the candidate reaches there is the yardstick.
-            reference = evaluation.score(y[held_out & ~is_new], cand_proba[held_out & ~is_new])["accuracy"]
+            reference = evaluation.score(y[held_out & ~is_new], cand_proba[held_out & ~is_new], threshold=threshold)["accuracy"]
             source = "the candidate's accuracy on older held-out rows (the imported model may have trained on them)"
-        new_accuracy = evaluation.score(y[is_new], live_proba[is_new])["accuracy"]
+        new_accuracy = evaluation.score(y[is_new], live_proba[is_new], threshold=live.threshold)["accuracy"]
         result["label_check"] = {"rows": int(is_new.sum()), "new_accuracy": new_accuracy, "holdout_accuracy": reference,
                                  "drop": reference - new_accuracy, "reference": source}
     return result
+
+
+def _drift_evidence(compared: dict | None, policy, share: float | None) -> dict | None:
+    """The primary metric, candidate minus live with its paired interval, on the held-out new rows
+    and on the older held-out rows: asked only when the drift share passes the maximum."""
+    if compared is None or share is None or share <= policy.max_drift:
+        return None
+    parts, metric = compared["parts"], policy.primary_metric
+    evidence = {}
+    for name in ("new_rows", "older_rows"):
+        rows = parts["new" if name == "new_rows" else "older"]
+        change = evaluation.paired_bootstrap(parts["y"][rows], parts["candidate"][rows], parts["live"][rows],
+                                             **parts["thresholds"]).get(judged_key(metric)) if rows.any() else None
+        evidence[name] = {"metric": metric, "rows": int(rows.sum()), **change} if change else None
+    return evidence
 
 
 def _proba_where(rows: np.ndarray, predict) -> np.ndarray:

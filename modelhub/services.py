@@ -19,8 +19,9 @@ from . import artifacts, mirrors
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
 
 log = logging.getLogger("clsite.modelhub")
-POLICY_FIELDS = ("min_accuracy", "max_accuracy_drop", "max_drift", "psi_threshold", "drift_p_value", "min_auc",
-                 "require_beats_baseline", "max_label_collapse")
+POLICY_FIELDS = ("primary_metric", "min_primary", "max_primary_drop", "min_accuracy", "max_accuracy_drop", "max_drift",
+                 "psi_threshold", "drift_p_value", "min_auc", "require_beats_baseline", "max_label_collapse",
+                 "threshold_rule", "false_positive_cost", "false_negative_cost", "fixed_threshold")
 
 
 class DeploymentError(Exception):

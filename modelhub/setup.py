@@ -16,7 +16,7 @@ from ingestion.models import DatasetSchema, DataBatch, MasterSummary
 from ingestion.schema import learn_schema
 from ingestion.services import create_schema, ingest_path
 
-from . import evaluation, mirrors, retraining, roles, services, training
+from . import evaluation, mirrors, policies, retraining, roles, services, training
 from .models import Deployment, ModelVersion, TrainingRun, ValidationPolicy
 
 
@@ -43,6 +43,7 @@ def initialise(*, data: Path, target: str, id_column: str = "", positive_label: 
         if batch.status != DataBatch.Status.STAGED:
             raise SetupError(f"the initial dataset was refused: {batch.report.get('summary')}; first problems: "
                              + "; ".join(f"line {e['line']}: {e['message']}" for e in batch.errors[:5]))
+        choose_policy(batch, schema, user)
         version = _import(model_file, schema, batch, user) if model_file else _train_first(user)
     except BaseException:
         _undo(schema)
@@ -51,6 +52,16 @@ def initialise(*, data: Path, target: str, id_column: str = "", positive_label: 
         schedules.set_cron(schedules.DEFAULT_CRON)
     record(actor=user, action="system.initialised", target=str(schema), details={"data": str(data), "version": version.version})
     return version
+
+
+def choose_policy(batch: DataBatch, schema: DatasetSchema, user) -> str:
+    """The policy's primary metric and minimum from the first data's class balance (audited); returns why."""
+    labels = batch.stats.get("labels", {})
+    total = sum(labels.values())
+    values, why = policies.defaults_for(labels.get(schema.positive_label, 0) / total if total else 0.5)
+    services.update_policy(user=user, changes=values)
+    record(actor=user, action="policy.chosen", target="validation policy", details={**values, "why": why})
+    return why
 
 
 def _train_first(user) -> ModelVersion:

@@ -72,6 +72,11 @@ class FitResult:
     name: str
     seconds: float
     candidates: list[dict] = field(default_factory=list)
+    # The chosen candidate's positive-class probabilities on the cross-validation rows, each from
+    # the fold that did not train on it (in the rows' order), and their labels: what a calibrator
+    # and a decision threshold are fitted on. None without two folds or with a failed fold.
+    oof_proba: np.ndarray | None = None
+    oof_y: np.ndarray | None = None
 
 
 def features_frame(frame: pd.DataFrame, schema) -> pd.DataFrame:
@@ -134,9 +139,9 @@ def _select_and_fit(X: pd.DataFrame, y: np.ndarray, schema, candidates) -> FitRe
     sample_X, sample_y = _cv_sample(X, y)
     folds = min(settings.CL_CV_FOLDS, int(np.bincount(sample_y).min()))
     if folds >= 2:
-        aucs, seconds = _cross_validate(candidates, schema, sample_X, sample_y, folds)
+        aucs, seconds, oof = _cross_validate(candidates, schema, sample_X, sample_y, folds)
     else:
-        aucs, seconds = [[float("nan")] for _ in candidates], [0.0] * len(candidates)
+        aucs, seconds, oof = [[float("nan")] for _ in candidates], [0.0] * len(candidates), [None] * len(candidates)
     scores = [
         {"name": c.name, "cv_auc": float(np.mean(auc)), "cv_auc_std": float(np.std(auc)), "seconds": s}
         for c, auc, s in zip(candidates, aucs, seconds)
@@ -145,11 +150,14 @@ def _select_and_fit(X: pd.DataFrame, y: np.ndarray, schema, candidates) -> FitRe
     best = candidates[best_index]
     scores[best_index]["chosen"] = True
     pipeline = build_pipeline(schema, best.estimator, scale=best.scale).fit(X, y)
-    return FitResult(pipeline=pipeline, name=best.name, seconds=time.perf_counter() - started, candidates=scores)
+    oof_proba = oof[best_index] if oof[best_index] is not None and not np.isnan(oof[best_index]).any() else None
+    return FitResult(pipeline=pipeline, name=best.name, seconds=time.perf_counter() - started, candidates=scores,
+                     oof_proba=oof_proba, oof_y=None if oof_proba is None else sample_y)
 
 
-def _cross_validate(candidates, schema, X: pd.DataFrame, y: np.ndarray, folds: int) -> tuple[list[list[float]], list[float]]:
-    """Each candidate's ROC AUC on each fold, and the seconds each took.
+def _cross_validate(candidates, schema, X: pd.DataFrame, y: np.ndarray, folds: int) -> tuple[list[list[float]], list[float], list[np.ndarray]]:
+    """Each candidate's ROC AUC on each fold, the seconds each took, and its out-of-fold
+    probabilities (each row scored by the fold that left it out; NaN where the candidate failed).
 
     The same as cross_val_score on each candidate's whole pipeline, but the preparation step
     (imputers, one-hot encoder, scaler) depends only on the fold and on whether the estimator
@@ -158,6 +166,7 @@ def _cross_validate(candidates, schema, X: pd.DataFrame, y: np.ndarray, folds: i
     """
     aucs = [[] for _ in candidates]
     seconds = [0.0] * len(candidates)
+    oof = [np.full(len(y), np.nan) for _ in candidates]
     cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=0)
     for train, test in cv.split(X, y):
         prepared = {}
@@ -169,12 +178,13 @@ def _cross_validate(candidates, schema, X: pd.DataFrame, y: np.ndarray, folds: i
                     prepared[candidate.scale] = (prepare.fit_transform(X.iloc[train], y[train]), prepare.transform(X.iloc[test]))
                 train_rows, test_rows = prepared[candidate.scale]
                 model = clone(candidate.estimator).fit(train_rows, y[train])
-                aucs[i].append(float(roc_auc_score(y[test], model.predict_proba(test_rows)[:, 1])))
+                oof[i][test] = model.predict_proba(test_rows)[:, 1]
+                aucs[i].append(float(roc_auc_score(y[test], oof[i][test])))
             except Exception:  # as cross_val_score's error_score=nan: the other candidates still compete
                 log.warning("candidate %s failed on a fold", candidate.name, exc_info=True)
                 aucs[i].append(float("nan"))
             seconds[i] += time.perf_counter() - tick
-    return aucs, seconds
+    return aucs, seconds, oof
 
 
 def _cv_sample(X: pd.DataFrame, y: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:

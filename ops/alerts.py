@@ -66,6 +66,7 @@ def current_problems(report: health.Report) -> list[Problem]:
             f"run-rejected-{run.pk}", f"Candidate rejected, data held (run {run.pk})",
             f"Run {run.pk}'s candidate was rejected:\n{reasons}\n\nThese batches are held until an ML engineer releases or "
             f"discards them, or force-deploys the candidate with a reason: {held}.", _url("run_detail", run.pk)))
+    problems += _data_changed()
     worker = status.get("worker")
     # Runs wait: one is queued, or the schedule is on for a worker that has run before (a fresh
     # installation whose worker is still starting is no emergency).
@@ -80,6 +81,20 @@ def current_problems(report: health.Report) -> list[Problem]:
             problems.append(Problem(f"check-{name}", f"{check.title}: {check.summary}"[:200],
                                     f"{check.summary}\n\nWhat to do: {check.fix}", _url("status")))
     return problems
+
+
+def _data_changed() -> list[Problem]:
+    """The last deployment learned a drift past the policy's maximum ("adapted"): people should know
+    the data changed. Open until the next deployment, so it is told once."""
+    run = (TrainingRun.objects.filter(status=TrainingRun.Status.DEPLOYED).exclude(candidate=None)
+           .select_related("candidate").order_by("-finished_at", "-pk").first())
+    decision = (run.candidate.validation or {}).get("drift_decision") if run else None
+    if not decision or decision.get("case") != "adapted":
+        return []
+    version = run.candidate.version
+    return [Problem(f"data-changed-{run.pk}", f"The data changed and v{version} learned it (run {run.pk})",
+                    f"Run {run.pk}: {decision['message']}.\n\nDrifted features: {', '.join(decision['drifted'])}. v{version} "
+                    "is live; look at the change on its page in case it is not what you expect.", _url("model_detail", version))]
 
 
 def _open(problem: Problem, now) -> Alert | None:

@@ -52,7 +52,7 @@ def test_a_csv_is_queued_scored_in_chunks_and_its_result_equals_the_pipeline(rea
     version, model = loaded.version, loaded.model
     expected = training.positive_proba(model, training.features_frame(frame.replace({"": None}), version.schema))
     assert np.allclose([float(r["probability"]) for r in rows], expected.round(4), atol=1e-9)
-    assert [r["prediction"] for r in rows] == ["Yes" if p >= 0.5 else "No" for p in expected]
+    assert [r["prediction"] for r in rows] == ["Yes" if p >= version.threshold else "No" for p in expected]
 
 
 def test_a_file_without_the_model_s_columns_is_refused_when_submitted(ready, users, session_home):

@@ -64,11 +64,14 @@ def test_each_column_shows_its_own_versions_metrics_and_the_difference(client, r
 
 
 def test_calibration_shows_only_when_a_version_has_it(client, ready, users):
-    _copy_of(ready, minor=7)
+    for minor in (6, 7):  # versions from before calibration existed
+        copy = _copy_of(ready, minor=minor)
+        copy.metrics.pop("calibration", None)
+        copy.save()
     login(client, users["viewer"])
-    assert b"<h2>Calibration</h2>" not in client.get(compare_url("1.0", "1.7")).content
-    _copy_of(ready, minor=8, calibration={"brier_before": 0.1811, "brier_after": 0.1502, "curve": [[0.1, 0.12]]})
-    content = client.get(compare_url("1.0", "1.8")).content
+    assert b"<h2>Calibration</h2>" not in client.get(compare_url("1.6", "1.7")).content
+    _copy_of(ready, minor=8, calibration={"brier_before": 0.1811, "brier_after": 0.1502, "method": "sigmoid"})
+    content = client.get(compare_url("1.7", "1.8")).content
     assert b"<h2>Calibration</h2>" in content and b"0.1502" in content and b"Brier after" in content
 
 

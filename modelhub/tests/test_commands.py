@@ -116,7 +116,7 @@ def test_retrain_exits_0_when_deployed_or_skipped_3_when_rejected_1_when_failed(
     log = (cl_home / "logs/retraining.log").read_text().splitlines()
     run = TrainingRun.objects.get(candidate=version)
     assert [line.split()[2] for line in log if f"run={run.pk} stage=" in line] == [
-        "stage=merge", "stage=train", "stage=evaluate", "stage=drift", "stage=gates", "stage=deploy"]
+        "stage=merge", "stage=train", "stage=calibrate", "stage=evaluate", "stage=drift", "stage=gates", "stage=deploy"]
     assert any(f"run={run.pk} outcome=deployed" in line for line in log)
 
     ingest_path(demo.flipped("flipped.csv", slice(HUB_ROWS.stop + 400, HUB_ROWS.stop + 700)))

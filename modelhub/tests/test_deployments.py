@@ -182,18 +182,19 @@ def test_version_live_at_answers_from_the_ledger(hub):
 
 def test_a_policy_change_is_audited_with_old_and_new_values(db, users):
     ValidationPolicy.get()
-    services.update_policy(user=users["engineer"], changes={"min_accuracy": "0.8", "max_drift": 1.0, "min_auc": 0.75,
-                                                             "require_beats_baseline": True})
+    services.update_policy(user=users["engineer"], changes={"min_accuracy": "0.8", "max_drift": 0.15, "min_auc": 0.75,
+                                                             "require_beats_baseline": False, "threshold_rule": "expected_cost"})
     policy = ValidationPolicy.get()
-    assert (policy.min_accuracy, policy.max_drift, policy.min_auc, policy.require_beats_baseline) == (0.8, 1.0, 0.75, True)
+    assert (policy.min_accuracy, policy.max_drift, policy.min_auc, policy.require_beats_baseline) == (0.8, 0.15, 0.75, False)
     assert policy.updated_by == users["engineer"]
     event = AuditEvent.objects.get(action="policy.changed")
     assert event.actor == users["engineer"]
-    # max_drift was already 1.0: not a change, so not in the record.
+    # max_drift was already 0.15: not a change, so not in the record.
     assert event.details == {
         "min_accuracy": {"old": 0.7, "new": 0.8},
         "min_auc": {"old": None, "new": 0.75},
-        "require_beats_baseline": {"old": False, "new": True},
+        "require_beats_baseline": {"old": True, "new": False},
+        "threshold_rule": {"old": "max_f1", "new": "expected_cost"},
     }
 
     services.update_policy(user=users["engineer"], changes={"min_accuracy": 0.8})

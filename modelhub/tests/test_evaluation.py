@@ -63,7 +63,9 @@ def test_the_paired_bootstrap_interval_contains_the_point_change():
     live = np.clip(0.15 * y + rng.random(800) * 0.85, 0, 1)
     candidate = np.clip(0.45 * y + rng.random(800) * 0.55, 0, 1)  # clearly better
     result = evaluation.paired_bootstrap(y, candidate, live)
-    assert set(result) == {"accuracy", "precision", "recall", "f1", "auc", "brier"}
+    assert set(result) == set(evaluation.COMPARED) == {"accuracy", "accuracy_at_half", "balanced_accuracy", "precision", "recall", "f1",
+                                                        "auc", "pr_auc", "brier"}
+    assert result["pr_auc"]["delta"] == pytest.approx(skm.average_precision_score(y, candidate) - skm.average_precision_score(y, live))
     for name, interval in result.items():
         assert interval["low"] <= interval["delta"] <= interval["high"], name
         assert interval["low"] < interval["high"], name

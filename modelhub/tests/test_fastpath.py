@@ -2,14 +2,17 @@
 
 No database: models are fitted here, small, once per module.
 """
+import io
 from decimal import Decimal
 from types import SimpleNamespace
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
 from django.conf import settings
 from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
@@ -17,7 +20,7 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
 from ingestion.schema import learn_schema
-from modelhub import evaluation, fastpath, training
+from modelhub import artifacts, calibration, evaluation, fastpath, training
 from testing import builders
 
 from .helpers import HUB_ROWS, schema_like, synthetic_frame
@@ -97,6 +100,50 @@ def test_it_gives_the_pipelines_probability_on_every_demo_holdout_row(churn, fam
     assert predictor.compiled and predictor.fallback_reason is None
     assert len(churn.rows) > 200
     assert_same_answers(predictor, model, churn.schema, churn.rows)
+
+
+# --- calibrated versions ---------------------------------------------------------------------------
+
+# The first candidate of each estimator kind (the list itself changes as candidates are tuned).
+KINDS = {kind.__name__: next(c.name for c in training.CANDIDATES if type(c.estimator) is kind)
+         for kind in (LogisticRegression, HistGradientBoostingClassifier)}
+
+
+def calibrated(model, schema, frame: pd.DataFrame, method: str):
+    """The fitted pipeline with a calibrator of `method` fitted on its own probabilities for the
+    rows (the fast path's answers must equal the Pipeline's, whatever the calibrator's fit)."""
+    proba = training.positive_proba(model, training.features_frame(frame, schema))
+    calibrator = calibration.FITTERS[method](proba, training.labels(frame, schema))
+    return Pipeline(model.steps[:-1] + [(model.steps[-1][0], calibration.CalibratedModel(model.steps[-1][1], calibrator))])
+
+
+@pytest.mark.parametrize("method", calibration.METHODS)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_it_gives_a_calibrated_pipelines_probability_on_every_demo_holdout_row(churn, kind, method):
+    raw = fit(churn.schema, KINDS[kind], churn.train)
+    model = calibrated(raw, churn.schema, churn.train, method)
+    predictor = fastpath.compile_model(model, churn.schema)
+    assert predictor.compiled, predictor.fallback_reason
+    assert_same_answers(predictor, model, churn.schema, churn.rows)
+    # The calibrator is applied: the answers are not the raw model's.
+    assert np.max(np.abs(predictor.proba_many(churn.rows) - pipeline_proba(raw, churn.schema, churn.rows))) > 1e-3
+    # Artifacts are joblib files: the loaded copy answers the same and compiles again.
+    loaded = joblib.load(io.BytesIO(artifacts.dump(model)))
+    again = fastpath.compile_model(loaded, churn.schema)
+    assert again.compiled and np.array_equal(again.proba_many(churn.rows), predictor.proba_many(churn.rows))
+    assert np.array_equal(pipeline_proba(loaded, churn.schema, churn.rows), pipeline_proba(model, churn.schema, churn.rows))
+
+
+def test_a_calibrator_it_does_not_know_sends_the_model_to_the_pipeline(churn):
+    class Shifted(calibration.Calibrator):
+        def apply(self, proba):
+            return np.clip(np.asarray(proba) + 0.01, 0, 1)
+
+    raw = fit(churn.schema, KINDS["LogisticRegression"], churn.train)
+    model = Pipeline(raw.steps[:-1] + [("model", calibration.CalibratedModel(raw.steps[-1][1], Shifted("sigmoid")))])
+    predictor = fastpath.compile_model(model, churn.schema)
+    assert not predictor.compiled and "calibrator" in predictor.fallback_reason
+    assert_same_answers(predictor, model, churn.schema, churn.rows[:10])
 
 
 # --- synthetic frames: missing, unknown and infrequent values, one kind of column only ------------

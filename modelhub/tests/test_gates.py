@@ -1,6 +1,6 @@
 """The deployment gates at their boundaries: a value exactly at a threshold passes, just past it fails."""
 from modelhub.models import ValidationPolicy
-from modelhub.gates import evaluate_gates
+from modelhub.gates import decide_drift, evaluate_gates, no_skill
 
 
 def policy(**fields) -> ValidationPolicy:
@@ -60,14 +60,15 @@ def test_a_drift_share_exactly_at_the_maximum_passes():
 
 def test_the_optional_gates_appear_only_when_the_policy_asks_for_them():
     names = [g["name"] for g in run()["gates"]]
-    assert names == ["min_accuracy", "max_accuracy_drop", "max_drift"]
-    names = [g["name"] for g in run(min_auc=0.8, require_beats_baseline=True)["gates"]]
-    assert names == ["min_accuracy", "max_accuracy_drop", "max_drift", "min_auc", "beats_baseline"]
+    assert names == ["min_primary", "max_primary_drop", "beats_baseline", "min_accuracy", "max_accuracy_drop", "max_drift"]
+    names = [g["name"] for g in run(min_auc=0.8, require_beats_baseline=False, min_primary=None)["gates"]]
+    assert names == ["max_primary_drop", "min_accuracy", "max_accuracy_drop", "max_drift", "min_auc"]
 
 
 def test_min_auc_at_the_threshold_passes_below_or_missing_fails():
     def auc_gate(auc):
-        report = evaluate_gates(policy(min_auc=0.8), candidate=scores(0.8, auc=auc), live=None, drift_share=None, label_check=None)
+        report = evaluate_gates(policy(min_auc=0.8, primary_metric="accuracy", min_primary=None), candidate=scores(0.8, auc=auc),
+                                live=None, drift_share=None, label_check=None)
         return gate(report, "min_auc"), report
 
     assert auc_gate(0.8)[0]["passed"] is True
@@ -77,16 +78,64 @@ def test_min_auc_at_the_threshold_passes_below_or_missing_fails():
     assert missing["passed"] is False and report["reasons"] == ["ROC AUC: n/a is not >= 0.8000"]
 
 
-def test_the_candidate_must_be_strictly_more_accurate_than_the_majority_baseline():
+def test_the_candidate_must_strictly_beat_a_model_with_no_skill_in_the_primary_metric():
     def baseline_gate(accuracy, baseline):
-        report = evaluate_gates(policy(require_beats_baseline=True), candidate=scores(accuracy, baseline=baseline), live=None,
-                                drift_share=None, label_check=None)
+        report = evaluate_gates(policy(primary_metric="accuracy", min_primary=None), candidate=scores(accuracy, baseline=baseline),
+                                live=None, drift_share=None, label_check=None)
         return gate(report, "beats_baseline"), report
 
     equal, report = baseline_gate(0.73, 0.73)  # always answering "no" does as well: no skill
     assert equal["passed"] is False
-    assert report["reasons"] == ["Accuracy above majority-class baseline: 0.7300 is not > 0.7300"]
+    assert report["reasons"] == ["Accuracy above a model with no skill: 0.7300 is not > 0.7300"]
     assert baseline_gate(0.7301, 0.73)[0]["passed"] is True
+    # PR AUC's no-skill value is the positive rate; the ROC AUC's a random ranking's 0.5.
+    rare = {**scores(0.95), "pr_auc": 0.05, "class_balance": {"positive_rate": 0.05}}
+    held = evaluate_gates(policy(primary_metric="pr_auc", min_primary=None), candidate=rare, live=None, drift_share=None, label_check=None)
+    assert gate(held, "beats_baseline")["passed"] is False and gate(held, "min_accuracy")["passed"] is True
+    assert (no_skill("auc", 0.05), no_skill("pr_auc", 0.05), no_skill("accuracy", 0.05)) == (0.5, 0.05, 0.95)
+    assert abs(no_skill("f1", 0.25) - 0.4) < 1e-12  # always "yes": precision 0.25, recall 1
+
+
+def test_a_primary_drop_fails_only_when_it_is_larger_than_allowed_and_its_interval_says_it_is_real():
+    def drop_gate(delta, low, high):
+        live, cand = scores(0.8, auc=0.85), scores(0.8, auc=0.85 + delta)
+        report = evaluate_gates(policy(), candidate=cand, live=live, drift_share=0.0, label_check=None,
+                                comparison={"auc": {"delta": delta, "low": low, "high": high}})
+        return gate(report, "max_primary_drop"), report
+
+    real, report = drop_gate(-0.05, -0.08, -0.02)
+    assert real["passed"] is False and report["passed"] is False
+    assert report["reasons"] == ["ROC AUC drop vs live model: 0.0500 is not <= 0.0200 "
+                                 "(live 0.8500 on the same rows; change -0.0500, 95% interval -0.0800 to -0.0200)"]
+    assert drop_gate(-0.05, -0.09, +0.01)[0]["passed"] is True  # the interval includes no change: noise
+    assert drop_gate(-0.015, -0.02, -0.01)[0]["passed"] is True  # real, but within the allowed drop
+    assert drop_gate(+0.03, +0.01, +0.05)[0]["value"] < 0
+
+
+def test_drift_past_the_maximum_deploys_only_when_the_candidate_explains_it():
+    def decide(new, older, share=0.3):
+        return decide_drift(policy(), share=share, drifted=["tenure", "contract"], evidence={"new_rows": new, "older_rows": older})
+
+    gain = {"metric": "auc", "delta": 0.04, "low": 0.01, "high": 0.07, "rows": 400}
+    steady = {"metric": "auc", "delta": -0.002, "low": -0.01, "high": 0.006, "rows": 1200}
+    adapted = decide(gain, steady)
+    assert adapted["case"] == "adapted" and "learned it" in adapted["message"]
+    assert decide(gain, steady, share=0.15)["case"] == "within"  # exactly at the maximum
+    # No gain to prove (a shift in the mix), but no loss either: learned.
+    assert decide({**gain, "delta": 0.001, "low": -0.015, "high": 0.024}, steady)["case"] == "adapted"
+    lost = decide({**gain, "delta": -0.004, "low": -0.03, "high": 0.02}, steady)
+    assert lost["case"] == "unexplained" and "does worse than the live model on the new rows (ROC AUC -0.0040" in lost["message"]
+    worse = decide(gain, {**steady, "delta": -0.05, "low": -0.07, "high": -0.03})
+    assert worse["case"] == "unexplained" and "worse on the older rows" in worse["message"]
+    assert decide(None, steady)["case"] == "unexplained"
+    assert decide_drift(policy(), share=None, drifted=[], evidence=None)["case"] == "not checked"
+
+    report = evaluate_gates(policy(), candidate=scores(0.8), live=scores(0.8), drift_share=0.3, label_check=None,
+                            drift_decision=lost)
+    assert gate(report, "max_drift")["passed"] is False
+    assert report["reasons"][0].startswith("unexplained drift, a person should look at the change: the data changed (2 features")
+    report = evaluate_gates(policy(), candidate=scores(0.8), live=scores(0.8), drift_share=0.3, label_check=None, drift_decision=adapted)
+    assert gate(report, "max_drift")["passed"] is True and gate(report, "max_drift")["note"].startswith("adapted: ")
 
 
 def test_a_collapse_on_the_new_batches_fails_the_label_gate_and_asks_for_a_person():
@@ -106,7 +155,7 @@ def test_a_collapse_on_the_new_batches_fails_the_label_gate_and_asks_for_a_perso
 def test_every_failed_gate_is_a_reason_and_the_policy_thresholds_are_used():
     report = run(candidate_accuracy=0.60, live_accuracy=0.80, drift_share=0.5, min_accuracy=0.5, max_accuracy_drop=0.1, max_drift=0.6)
     assert gate(report, "min_accuracy")["threshold"] == 0.5
-    assert [g["passed"] for g in report["gates"]] == [True, False, True]
+    assert [g["passed"] for g in report["gates"]] == [True, True, True, True, False, True]
     assert len(report["reasons"]) == 1 and report["reasons"][0].startswith("Accuracy drop vs live model: 0.2000 is not <= 0.1000")
 
 

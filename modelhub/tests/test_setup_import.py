@@ -101,6 +101,8 @@ def test_after_a_refused_import_the_set_up_can_simply_be_run_again(cl_home, demo
                                  "--model", str(demo_model_file))
     assert code == 0, err
     assert "Initialised: model v1.0 (imported Pipeline) is active" in out
+    assert "Validation policy, from the class balance: judged by ROC AUC ( at least 0.600," not in out  # no stray space
+    assert "Validation policy, from the class balance: judged by ROC AUC (at least 0.600, a real drop" in out
     assert ModelVersion.active().version == "1.0" and DataBatch.objects.get().status == DataBatch.Status.MERGED
 
     code, _, err = run_command("init_cl_system", "--data", str(data), "--target", "churn", "--model", str(demo_model_file))

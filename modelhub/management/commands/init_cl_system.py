@@ -4,6 +4,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from ingestion import values
 from ingestion.schema import SchemaError
+from modelhub import policies
+from modelhub.models import ValidationPolicy
 from modelhub.setup import SetupError, initialise
 
 
@@ -39,6 +41,8 @@ class Command(BaseCommand):
             f"holdout accuracy {metrics.get('accuracy', 0):.3f}, AUC {metrics.get('auc') or 0:.3f}; "
             f"{version.training_rows} training rows, {version.holdout_rows} held out."
         ))
+        self.stdout.write(f"Validation policy, from the class balance: {policies.summary(ValidationPolicy.get())}. "
+                          "ML engineers change it in the admin.")
         if version.imported:
             self.stdout.write("These holdout scores are not evidence: the imported model may have been fitted on those rows. "
                               "The first retraining compares it only on rows of later batches.")
