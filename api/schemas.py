@@ -32,8 +32,9 @@ class RowWarning(BaseModel):
 
 
 class Prediction(BaseModel):
-    probability: float = Field(description="Probability of the positive label.")
-    label: str
+    probability: float = Field(description="Probability of the positive label (calibrated when the version is).")
+    label: str = Field(description="The positive label when the probability is at least the version's decision threshold "
+                                   "(GET /models/{version}: threshold), else the negative one.")
     warnings: list[RowWarning] = Field(description="What to read the answer with: a category the model has not seen, "
                                                 "a number outside the range of its training data.")
 

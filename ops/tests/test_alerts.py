@@ -9,7 +9,7 @@ from django.utils import timezone
 from ingestion.models import DataBatch
 from ingestion.services import ingest_path, release_batch
 from clsite import schedules as schedule
-from modelhub.models import TrainingRun
+from modelhub.models import ModelVersion, TrainingRun
 from modelhub.retraining import retrain_now
 from ops import alerts, watch
 from ops.models import Alert, WorkerBeat
@@ -112,3 +112,23 @@ def test_with_no_address_to_send_to_nothing_is_sent_and_the_health_check_says_so
     assert mail.outbox == []
     check = next(c for c in health.report().checks if c.name == "mail")
     assert check.status == health.WARNING and "no ML engineer has an email address" in check.summary
+
+
+def test_a_deployment_that_learned_a_drift_says_once_that_the_data_changed(team):
+    version = ModelVersion.active()
+    version.validation = {**version.validation, "drift_decision": {
+        "case": "adapted", "drifted": ["tenure", "contract"], "share": 0.3, "threshold": 0.15,
+        "message": "the data changed (2 features drifted) and the candidate learned it: ROC AUC +0.0100"}}
+    version.save(update_fields=["validation"])
+    run = TrainingRun.objects.create(trigger=TrainingRun.Trigger.SCHEDULE, status=TrainingRun.Status.DEPLOYED, candidate=version,
+                                     started_at=timezone.now(), finished_at=timezone.now())
+    alerts.evaluate()
+    alerts.evaluate()
+
+    (message,) = mail.outbox
+    assert message.subject == f"[Continuous learning] The data changed and v{version.version} learned it (run {run.pk})"
+    assert "Drifted features: tenure, contract" in message.body and f"/models/{version.version}/" in message.body
+    # The next deployment without such a change closes it.
+    assert retrain_now(force=True).status == TrainingRun.Status.DEPLOYED
+    alerts.evaluate()
+    assert Alert.objects.get(key=f"data-changed-{run.pk}").resolved_at is not None and len(mail.outbox) == 1
