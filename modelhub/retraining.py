@@ -95,8 +95,7 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
         note(f"chose {fit.name}")
     with stages("calibrate") as note:
         model, calibration, threshold = _calibrate(fit, X[held_out], y[held_out], policy)
-        note(f"{calibration['method']}: Brier {calibration['brier_before']:.4f} -> {calibration['brier_after']:.4f}; "
-             f"threshold {threshold['value']:.4f} ({threshold['rule']})")
+        note(f"{calibration['method']} ({calibration['reason']}); threshold {threshold['value']:.4f} ({threshold['rule']})")
     with stages("evaluate") as note:
         cand_proba = _proba_where(held_out | is_new, lambda rows: training.positive_proba(model, X[rows]))
         metrics = evaluation.score(y[held_out], cand_proba[held_out], threshold=threshold["value"])
