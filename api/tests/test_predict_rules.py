@@ -20,6 +20,7 @@ def predict(key, rows, **kwargs):
 
 def test_a_long_value_is_refused_in_milliseconds_whatever_its_length(tokens, demo):
     row = demo_rows(demo, 3000, 3001)[0]
+    assert predict(tokens["viewer"], [row]).status_code == 200  # the model loaded and compiled: not what is timed
     for value in ("1" * 6_000 + "x", "1" * 100_000 + "x", "1" * 100_000):
         started = time.perf_counter()
         response = predict(tokens["viewer"], [{**row, "tenure": value}])

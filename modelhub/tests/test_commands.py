@@ -12,6 +12,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from ingestion.services import ingest_path
+from modelhub import training
 from modelhub.models import Deployment, ModelVersion, TrainingRun
 
 from .commands import run_command
@@ -107,9 +108,7 @@ def test_retrain_exits_0_when_deployed_or_skipped_3_when_rejected_1_when_failed(
         assert any(line.split()[:1] == [stage] and line.split()[1].endswith("s") for line in out.splitlines()), stage
     version = ModelVersion.active()
     assert version.version == "1.1" and not version.imported
-    assert [c["name"] for c in version.candidates] == [
-        "logistic regression (C=0.1)", "logistic regression (C=1)",
-        "gradient boosting (depth 3, rate 0.1)", "gradient boosting (31 leaves, rate 0.1)"]
+    assert [c["name"] for c in version.candidates] == [c.name for c in training.CANDIDATES]
     assert all(0.5 < c["cv_auc"] <= 1 for c in version.candidates)
     assert [c["name"] for c in version.candidates if c.get("chosen")] == [version.estimator]
     assert set(version.validation["comparison"]["accuracy"]) == {"delta", "low", "high"}

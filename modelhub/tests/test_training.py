@@ -36,7 +36,7 @@ def test_every_candidate_is_scored_and_the_best_by_auc_is_chosen_and_refitted():
     X, y = training.features_frame(data, SYNTHETIC), training.labels(data, SYNTHETIC)
     result = training.select_and_fit(X, y, SYNTHETIC)
     assert [c["name"] for c in result.candidates] == [c.name for c in training.CANDIDATES]
-    assert len(result.candidates) == 4
+    assert len(result.candidates) >= 4
     for candidate in result.candidates:
         assert 0.5 < candidate["cv_auc"] <= 1.0 and candidate["cv_auc_std"] >= 0 and candidate["seconds"] >= 0
     chosen = [c for c in result.candidates if c.get("chosen")]
