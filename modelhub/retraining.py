@@ -103,8 +103,9 @@ def _run(run: TrainingRun, stages: "_Stages") -> None:
         metrics["feature_importance"] = evaluation.permutation_importance(model, X[held_out], y[held_out],
                                                                           proba_fn=training.positive_proba)
         compared = _compare_with_live(live, frame, X, y, held_out, is_new, cand_proba, threshold["value"])
-        note(f"candidate accuracy {metrics['accuracy']:.4f}"
-             + (f", live {compared['live']['accuracy']:.4f} on {compared['live']['rows']:,} rows it never trained on" if compared else ""))
+        key = judged_key(policy.primary_metric)
+        note(f"candidate {policy.get_primary_metric_display()} {_figure(metrics.get(key))}"
+             + (f", live {_figure(compared['live'].get(key))} on {compared['live']['rows']:,} rows it never trained on" if compared else ""))
     with stages("drift") as note:
         drift_report = _drift(live, schema, frame, X, y, held_out, is_new, policy)
         compared_share = drift_report.get("share") if new and live is not None else None
@@ -201,6 +202,10 @@ def _drift_evidence(compared: dict | None, policy, share: float | None) -> dict 
                                              **parts["thresholds"]).get(judged_key(metric)) if rows.any() else None
         evidence[name] = {"metric": metric, "rows": int(rows.sum()), **change} if change else None
     return evidence
+
+
+def _figure(value) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def _proba_where(rows: np.ndarray, predict) -> np.ndarray:
