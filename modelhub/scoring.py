@@ -51,7 +51,7 @@ from ingestion import values as value_rules
 
 from . import inputs, jobs, serving
 from .jobs import STALE_AFTER
-from .models import ScoringJob
+from .models import ModelVersion, ScoringJob
 
 log = logging.getLogger("clsite.modelhub")
 
@@ -74,12 +74,12 @@ class ScoringLimit(ScoringError):
 
 
 def submit(*, source: Path, original_name: str, user) -> ScoringJob:
-    """Check the file's header against the active model, keep the file, queue the job (after commit)."""
-    try:
-        loaded = serving.active()
-    except serving.NoActiveModel as exc:
-        raise ScoringError(str(exc)) from None
-    schema = loaded.version.schema
+    """Check the file's header against the active model, keep the file, queue the job (after commit).
+    The model itself is loaded by the worker that scores: a request needs only the version's schema."""
+    version = ModelVersion.active()
+    if version is None:
+        raise ScoringError(serving.NO_MODEL)
+    schema = version.schema
     try:
         header, _ = csvio.read_header(source)
     except csvio.HeaderError as exc:
@@ -101,7 +101,7 @@ def submit(*, source: Path, original_name: str, user) -> ScoringJob:
             if waiting >= settings.CL_SCORING_MAX_QUEUED_PER_USER:
                 raise ScoringLimit(waiting, settings.CL_SCORING_MAX_QUEUED_PER_USER)
         job = ScoringJob.objects.create(original_name=original_name[:255], created_by=owner,
-                                        size_bytes=size, version=loaded.version)
+                                        size_bytes=size, version=version)
         job.input_path = f"{FOLDER}/{job.pk:06d}-input.csv"
         with space.guard(folder, needed=size, partial=[home.path(job.input_path)]):
             shutil.move(source, home.path(job.input_path))

@@ -17,6 +17,9 @@ from . import artifacts, fastpath, inputs
 from .models import ModelVersion
 
 
+NO_MODEL = "no model is active yet: run `manage.py init_cl_system`"
+
+
 class NoActiveModel(Exception):
     pass
 
@@ -50,7 +53,7 @@ def active() -> Loaded:
         return loaded
     row = ModelVersion.objects.filter(status=ModelVersion.Status.ACTIVE).values_list("pk", "sha256").first()
     if row is None:
-        raise NoActiveModel("no model is active yet: run `manage.py init_cl_system`")
+        raise NoActiveModel(NO_MODEL)
     with _cached.lock:
         _cached["checked"] = now
         if _cached.get("key") != row:
