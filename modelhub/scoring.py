@@ -49,7 +49,7 @@ from clsite.users import real_user
 from ingestion import csvio
 from ingestion import values as value_rules
 
-from . import inputs, jobs, serving
+from . import artifacts, inputs, jobs, serving
 from .jobs import STALE_AFTER
 from .models import ModelVersion, ScoringJob
 
@@ -75,10 +75,13 @@ class ScoringLimit(ScoringError):
 
 def submit(*, source: Path, original_name: str, user) -> ScoringJob:
     """Check the file's header against the active model, keep the file, queue the job (after commit).
-    The model itself is loaded by the worker that scores: a request needs only the version's schema."""
+    The model is loaded by the worker that scores: a request needs only the version's schema, and its
+    file's checksum (artifacts.ArtifactError for a file altered or gone), not a model compiled in
+    this process (seconds for a calibrated boosting model in a fresh one)."""
     version = ModelVersion.active()
     if version is None:
         raise ScoringError(serving.NO_MODEL)
+    artifacts.read_verified(version.artifact, version.sha256)
     schema = version.schema
     try:
         header, _ = csvio.read_header(source)
