@@ -87,7 +87,8 @@ def importance(feature_importance: dict, top: int = 15) -> str:
     return _html(fig, max(260, 22 * len(items) + 80))
 
 
-def drift(features: dict) -> str:
+def drift(features: dict, psi_threshold: float | None = None) -> str:
+    """`psi_threshold`: drawn when PSI decided (large samples); small ones are decided by p-values."""
     items = sorted(features.items(), key=lambda item: item[1]["psi"])
     fig = go.Figure(go.Bar(
         x=[r["psi"] for _, r in items], y=[name for name, _ in items], orientation="h",
@@ -95,6 +96,9 @@ def drift(features: dict) -> str:
     ))
     fig.update_layout(title="PSI per feature vs the live model's training data<br><sup>red: drifted</sup>",
                       xaxis_title="population stability index (PSI, unitless)")
+    if psi_threshold is not None:
+        fig.add_vline(x=psi_threshold, line_dash="dash", line_color="#dc2626",
+                      annotation_text=f"drifted above {psi_threshold:g}", annotation_position="top right")
     return _html(fig, max(260, 20 * len(items) + 80))
 
 

@@ -47,7 +47,7 @@ def for_version(version: ModelVersion) -> dict:
             "confusion_chart": charts.confusion(metrics["confusion_matrix"], labels, version.threshold) if metrics.get("confusion_matrix") else "",
             "curve_chart": charts.curves(metrics, live, version.threshold) if metrics.get("roc_curve") else "",
             "importance_chart": charts.importance(metrics["feature_importance"]) if metrics.get("feature_importance") else "",
-            "drift_chart": charts.drift(drift["features"]) if drift.get("features") else "",
+            "drift_chart": charts.drift(drift["features"], drift.get("psi_threshold")) if drift.get("features") else "",
             "threshold_chart": charts.threshold_curve(threshold) if _curve(threshold) else "",
             "reliability_chart": charts.reliability(calibration) if _reliability(calibration) else "",
         }

@@ -178,6 +178,7 @@ def dataset_drift(reference: pd.DataFrame, current: pd.DataFrame, schema, *, psi
         "broken": {name: result["broken"] for name, result in features.items() if result["broken"]},
         "features": features,
         "method": "p-value tests with FDR correction (small sample)" if small else f"PSI > {psi_threshold}",
+        "psi_threshold": None if small else psi_threshold,
         "reference_rows": int(len(reference)),
         "current_rows": int(len(current)),
         "target": {

@@ -303,3 +303,11 @@ def test_bins_are_named_from_what_drift_keeps():
     assert charts.bin_labels({"kind": "categorical", "bins": ["DSL", "(missing)"]}) == ["DSL", "(missing)"]
     figure = json.loads(re.search(r'<script type="application/json">(.*)</script>', charts.change("charges", {**numeric, "psi": 1.234})).group(1))
     assert figure["data"][0]["x"] == ["≤ 2", "2 to 70.35"] and figure["layout"]["title"]["text"] == "charges: PSI 1.23"
+
+
+def test_the_psi_chart_draws_its_threshold_when_psi_decided_and_not_when_p_values_did():
+    from dashboards import charts
+
+    features = {"tenure": {"psi": 0.31, "drifted": True}, "contract": {"psi": 0.05, "drifted": False}}
+    assert "drifted above 0.2" in charts.drift(features, 0.2)
+    assert "drifted above" not in charts.drift(features, None)
