@@ -211,7 +211,7 @@ def model(request, version: str):
     return {**_summary(found), "imported": found.imported, "training_rows": found.training_rows, "holdout_rows": found.holdout_rows,
             "metrics": metrics, "gates": validation.get("gates", []), "validation_passed": validation.get("passed"),
             "drifted_features": (found.drift or {}).get("drifted", []), "run": found.run_id,
-            "threshold": found.threshold, "primary_metric": found.metrics.get("primary_metric", "accuracy"),
+            "threshold": found.threshold, "primary_metric": found.primary_metric,
             "drift_decision": validation.get("drift_decision")}
 
 

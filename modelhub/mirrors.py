@@ -42,7 +42,7 @@ def version_metadata(version: ModelVersion) -> dict:
         "training_seconds": version.training_seconds,
         "trained_on_batches": version.trained_on,
         "metrics": version.metrics,
-        "primary_metric": version.metrics.get("primary_metric", "accuracy"),
+        "primary_metric": version.primary_metric,
         "threshold": version.threshold,
         "calibration": version.metrics.get("calibration"),
         "validation": version.validation,

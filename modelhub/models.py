@@ -197,6 +197,11 @@ class ModelVersion(models.Model):
         return float(chosen["value"]) if isinstance(chosen, dict) and chosen.get("value") is not None else DEFAULT_DECISION_THRESHOLD
 
     @property
+    def primary_metric(self) -> str:
+        """The metric its gates judged first; accuracy for a version trained before there was a choice."""
+        return (self.metrics or {}).get("primary_metric", "accuracy")
+
+    @property
     def file_stem(self) -> str:
         return f"model_v{self.major}_{self.minor}"
 
